@@ -1,0 +1,29 @@
+"""Options and error handling shared by every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from emoforge.settings import offline_env, resolve_home
+
+console = Console(stderr=True)
+
+HomeOpt = Annotated[
+    Optional[Path],
+    typer.Option("--home", help="emoforge data directory (default: $EMOFORGE_HOME, else ./emoforge-home)"),
+]
+
+
+def open_home(home: Path | None) -> Path:
+    path = resolve_home(home)
+    offline_env(path)
+    return path
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)

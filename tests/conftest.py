@@ -1,0 +1,41 @@
+"""Test-wide set-up: every cache and home under the checkout, every network switch off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_HOME = ROOT / ".cache" / "test-home"
+TEST_HOME.mkdir(parents=True, exist_ok=True)
+
+# before anything imports prefect / datasets / transformers
+os.environ["PREFECT_HOME"] = str(TEST_HOME / "prefect")
+os.environ["HF_HOME"] = str(TEST_HOME / "hf")
+os.environ["XDG_CACHE_HOME"] = str(TEST_HOME / "xdg-cache")
+os.environ["XDG_CONFIG_HOME"] = str(TEST_HOME / "xdg-config")
+os.environ["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR", str(ROOT / ".cache" / "uv"))
+os.environ.pop("EMOFORGE_HOME", None)
+
+from emoforge.settings import offline_env  # noqa: E402
+
+offline_env(TEST_HOME)
+
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh emoforge home for one test."""
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared is absent ({SHARED}); the shared reference data is needed for this test")
+    return SHARED

@@ -1,0 +1,229 @@
+"""The warehouse: an append-only Parquet store of records plus a DuckDB catalog file.
+
+Layout under the home directory::
+
+    store/<table>/<seq>-<pid>-<rand>.parquet   immutable part files (the Parquet store)
+    catalog.duckdb                              releases registry + views over the store
+    releases/<version>/                         published releases (see ``warehouse.publish``)
+
+Writes are idempotent upserts by ``id``: a write adds a part file (written to a temporary name, then renamed),
+and readers see, for every id, the row of the newest part. Readers never take a lock, so they run while a writer
+writes. Small parts are merged by :meth:`Warehouse.compact` under the writer lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock
+
+from schemas.records import RECORD_TYPES, Record, arrow_schema
+
+COMPACT_AFTER_PARTS = 256
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+def _part_name() -> str:
+    return f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+class Warehouse:
+    def __init__(self, home: str | os.PathLike):
+        self.home = Path(home).resolve()
+        self.store_dir = self.home / "store"
+        self.releases_dir = self.home / "releases"
+        self.catalog_path = self.home / "catalog.duckdb"
+        self.runs_dir = self.home / "runs"
+        try:
+            for d in (self.store_dir, self.releases_dir, self.runs_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WarehouseError(f"cannot use {self.home} as emoforge home: {exc.strerror or exc}") from None
+        self._lock = FileLock(str(self.home / ".write.lock"))
+
+    # ---- writing ---------------------------------------------------------------------------------
+    @contextmanager
+    def write_lock(self, timeout: float = 600) -> Iterator[None]:
+        with self._lock.acquire(timeout=timeout):
+            yield
+
+    def upsert(self, records: Sequence[Record]) -> int:
+        """Write records (all of one type) as a new part; later writes of an id replace earlier ones."""
+        if not records:
+            return 0
+        cls = type(records[0])
+        if any(type(r) is not cls for r in records):
+            raise WarehouseError("upsert takes records of one type at a time")
+        table = pa.Table.from_pylist([r.row() for r in records], schema=arrow_schema(cls))
+        return self.upsert_arrow(cls.table, table)
+
+    def upsert_arrow(self, table_name: str, table: pa.Table) -> int:
+        if table.num_rows == 0:
+            return 0
+        if "id" not in table.column_names:
+            raise WarehouseError(f"table {table_name!r}: rows need an 'id' column")
+        folder = self.store_dir / table_name
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / _part_name()
+        tmp = final.with_suffix(".parquet.tmp")
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise WarehouseError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        if len(self._parts(table_name)) > COMPACT_AFTER_PARTS and self._lock.acquire(timeout=0, blocking=False):
+            try:
+                self._compact_locked(table_name)
+            finally:
+                self._lock.release()
+        return table.num_rows
+
+    def _parts(self, table_name: str) -> list[Path]:
+        folder = self.store_dir / table_name
+        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def compact(self, table_name: str | None = None) -> None:
+        with self.write_lock():
+            for name in [table_name] if table_name else self.tables():
+                self._compact_locked(name)
+
+    def _compact_locked(self, table_name: str) -> None:
+        parts = self._parts(table_name)
+        if len(parts) <= 1:
+            return
+        con = duckdb.connect()
+        merged = con.sql(f"SELECT * EXCLUDE (_rank) FROM ({self._latest_sql(table_name, parts)})").to_arrow_table()
+        con.close()
+        final = self.store_dir / table_name / _part_name()
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(merged, tmp, compression="zstd")
+        os.replace(tmp, final)
+        for p in parts:
+            p.unlink(missing_ok=True)
+
+    def tables(self) -> list[str]:
+        return sorted(p.name for p in self.store_dir.iterdir() if p.is_dir())
+
+    # ---- reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _latest_sql(table_name: str, parts: list[Path]) -> str:
+        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+        return (
+            f"SELECT * EXCLUDE (filename, file_row_number), row_number() OVER "
+            f"(PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
+            f"FROM read_parquet([{files}], union_by_name=true, filename=true, file_row_number=true) "
+            f"QUALIFY _rank = 1"
+        )
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table: the latest row of every id."""
+        for attempt in range(5):
+            con = duckdb.connect()
+            try:
+                self._define_views(con)
+                return con
+            except duckdb.IOException:
+                con.close()
+                time.sleep(0.05 * (attempt + 1))  # a compaction replaced parts under us: list again
+        raise WarehouseError(f"cannot read the store under {self.store_dir}")
+
+    def _define_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        names = set(RECORD_TYPES) | set(self.tables())
+        for name in sorted(names):
+            parts = self._parts(name)
+            if parts:
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (_rank) FROM ({self._latest_sql(name, parts)})")
+            elif name in RECORD_TYPES:
+                empty = arrow_schema(RECORD_TYPES[name]).empty_table()
+                con.register(f"_empty_{name}", empty)
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
+
+    def query(self, sql: str, params: Iterable | None = None) -> pa.Table:
+        con = self.connect()
+        try:
+            return con.sql(sql, params=list(params) if params is not None else None).to_arrow_table()
+        finally:
+            con.close()
+
+    def count(self, table_name: str, where: str = "TRUE") -> int:
+        return int(self.query(f"SELECT count(*) AS n FROM {table_name} WHERE {where}").column("n")[0].as_py())
+
+    # ---- catalog ---------------------------------------------------------------------------------
+    @contextmanager
+    def catalog(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The DuckDB catalog file. Writers hold the write lock; readers retry while a writer has it open."""
+        if write:
+            with self.write_lock():
+                con = duckdb.connect(str(self.catalog_path))
+                try:
+                    _init_catalog(con)
+                    yield con
+                finally:
+                    con.close()
+            return
+        if not self.catalog_path.exists():
+            con = duckdb.connect()
+            _init_catalog(con)
+            try:
+                yield con
+            finally:
+                con.close()
+            return
+        delay = 0.02
+        for _ in range(200):
+            try:
+                con = duckdb.connect(str(self.catalog_path), read_only=True)
+                break
+            except duckdb.IOException:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        else:
+            raise WarehouseError(f"the catalog {self.catalog_path} stayed locked by a writer")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def refresh_catalog_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)define views over the store inside the catalog file, so `duckdb catalog.duckdb` can query them."""
+        for name in self.tables():
+            parts = self.store_dir / name / "*.parquet"
+            glob = str(parts).replace("'", "''")
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (filename, file_row_number, _rank) FROM ("
+                f"SELECT *, row_number() OVER (PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
+                f"FROM read_parquet('{glob}', union_by_name=true, filename=true, file_row_number=true)) WHERE _rank = 1"
+            )
+
+
+def _init_catalog(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE IF NOT EXISTS releases (
+            version VARCHAR PRIMARY KEY,
+            path VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            parent VARCHAR,
+            n_dialogues BIGINT NOT NULL,
+            n_utterances BIGINT NOT NULL,
+            counts_json VARCHAR NOT NULL,
+            config_fingerprint VARCHAR NOT NULL,
+            code_version VARCHAR NOT NULL,
+            manifest_sha256 VARCHAR NOT NULL
+        )
+        """
+    )
