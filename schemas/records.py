@@ -101,6 +101,7 @@ class Dialogue(Record):
     text_hash: str = ""
     taxonomy: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    source_split: str | None = None  # imported data: the split the external dataset put it in (train/validation/test)
 
     @property
     def pair(self) -> str:
@@ -118,6 +119,7 @@ class Turn(Record):
     label: str
     label_source: Literal["intended", "human", "import"] = "intended"
     n_words: int
+    speaker_name: str | None = None  # imported multi-party data (MELD): the real speaker; ``speaker`` is A = first, B = others
 
     @staticmethod
     def make_id(dialogue_id: str, idx: int) -> str:

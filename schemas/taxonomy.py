@@ -177,6 +177,16 @@ class Taxonomy(BaseModel):
         return rng.choices(candidates, weights=weights, k=1)[0]
 
 
+def _reachable(tax: Taxonomy, start: str) -> set[str]:
+    seen, stack = set(), [start]
+    while stack:
+        for nxt in tax.transitions.get(stack.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
 def _check(tax: Taxonomy) -> Taxonomy:
     names = set(tax.emotion_names)
     for src, dsts in tax.transitions.items():
@@ -198,7 +208,7 @@ def _check(tax: Taxonomy) -> Taxonomy:
             if e not in names:
                 raise TaxonomyError(f"domain {d.name!r} allows unknown emotion {e!r}")
         allowed = set(d.emotions)
-        if len(allowed) > 1 and not any(set(tax.transitions.get(e, [])) & allowed for e in allowed):
+        if len(allowed) > 1 and not any(_reachable(tax, e) & (allowed - {e}) for e in allowed):
             raise TaxonomyError(
                 f"domain {d.name!r}: no emotion of the domain is reachable from another through the transition "
                 "graph, so every dialogue would repeat its first emotion"

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from schemas.records import RECORD_TYPES, Record, arrow_schema
 
@@ -58,6 +58,19 @@ class Warehouse:
         with self._lock.acquire(timeout=timeout):
             yield
 
+    @contextmanager
+    def try_write_lock(self) -> Iterator[bool]:
+        """The write lock if it is free right now (yields True), else yields False without waiting."""
+        try:
+            self._lock.acquire(timeout=0, blocking=False)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._lock.release()
+
     def upsert(self, records: Sequence[Record]) -> int:
         """Write records (all of one type) as a new part; later writes of an id replace earlier ones."""
         if not records:
@@ -85,11 +98,10 @@ class Warehouse:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise WarehouseError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-        if len(self._parts(table_name)) > COMPACT_AFTER_PARTS and self._lock.acquire(timeout=0, blocking=False):
-            try:
-                self._compact_locked(table_name)
-            finally:
-                self._lock.release()
+        if len(self._parts(table_name)) > COMPACT_AFTER_PARTS:
+            with self.try_write_lock() as locked:
+                if locked:
+                    self._compact_locked(table_name)
         return table.num_rows
 
     def _parts(self, table_name: str) -> list[Path]:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from emoforge.settings import offline_env, resolve_home
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 HomeOpt = Annotated[
     Optional[Path],

@@ -1,0 +1,192 @@
+"""LLM throughput, every figure a ratio measured in this run.
+
+1. calls/s through ``LLMPool`` (AIMD limiter, retries machinery, SQLite call cache on) ÷ calls/s of a bare
+   ``AsyncOpenAI`` loop (same concurrency, no cache) against the same stub server running in its own process.
+   The bare loop is run with the default httpx transport and with the aiohttp transport; the ratio is taken
+   against the faster of the two.
+2. embedded llama.cpp (SmolLM2-135M): generated tokens/s through ``LLMPool`` with parallel requests (the server's
+   parallel slots batch them) ÷ single-stream tokens/s of the same server.
+3. ``overlap_ratio``: generation+judging wall time ÷ the longer of the two alone — measured by the generation
+   code through the hook ``OVERLAP_HOOK`` below (null until that hook exists).
+
+    .venv/bin/python bench/llm_throughput.py [--quick] [--skip-embedded]
+
+Ends with one JSON line: calls_per_s, ratio_vs_bare_client, embedded_ratio_vs_single_stream, overlap_ratio, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from emoforge.settings import offline_env  # noqa: E402
+
+# HOOK for the generation/judging stage: "module:function", function(quick: bool) -> float | dict | None.
+# A float is reported as overlap_ratio; a dict is merged into the JSON line (it should carry "overlap_ratio").
+OVERLAP_HOOK = "flows.generation.bench:measure_overlap"
+
+
+def _messages(i: int) -> list[dict]:
+    return [{"role": "system", "content": "Domain: travel. You are speaker A."},
+            {"role": "user", "content": f"Turn {i}. Reply in one line. Emotion: curious"}]
+
+
+async def _bare_loop(url: str, n: int, concurrency: int, transport: str) -> float:
+    import httpx2
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    http = DefaultAioHttpClient() if transport == "aiohttp" else None
+    kw = {"http_client": http} if http is not None else {}
+    client = AsyncOpenAI(base_url=url, api_key="no-key", max_retries=0, **kw)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await client.chat.completions.create(model="stub", messages=_messages(i), max_tokens=64)
+
+    await asyncio.gather(*[one(-1 - i) for i in range(min(100, n))])  # warm-up (connections)
+    t = time.perf_counter()
+    await asyncio.gather(*[one(i) for i in range(n)])
+    dt = time.perf_counter() - t
+    await client.close()
+    del httpx2
+    return n / dt
+
+
+async def _pool_loop(url: str, n: int, concurrency: int, cache_dir: str) -> tuple[float, dict]:
+    from flows.llm.cache import CallCache
+    from flows.llm.client import LLMPool
+    from flows.llm.config import parse_models_config
+
+    cfg = parse_models_config({"models": {"stub": {"endpoints": [{"base_url": url}], "max_concurrency": concurrency,
+                                                   "sampling": {"max_tokens": 64}}}})
+    async with LLMPool(cfg, CallCache(cache_dir)) as pool:
+        await asyncio.gather(*[pool.chat("stub", _messages(-1 - i), template_version="warm") for i in range(min(100, n))])
+        t = time.perf_counter()
+        await asyncio.gather(*[pool.chat("stub", _messages(i), template_version="bench") for i in range(n)])
+        dt = time.perf_counter() - t
+        st = pool.stats()["stub"]
+    return n / dt, st
+
+
+def bench_client(quick: bool, concurrency: int) -> dict:
+    from flows.llm.stub import StubConfig, stub_process
+
+    n = 1500 if quick else 6000
+    rounds = 1 if quick else 2
+    out: dict = {}
+    with stub_process(StubConfig(latency_s=0.0)) as url, tempfile.TemporaryDirectory() as tmp:
+        bare_httpx, bare_aio, pool = [], [], []
+        for r in range(rounds):  # interleaved so that machine load hits all three alike
+            bare_httpx.append(asyncio.run(_bare_loop(url, n, concurrency, "httpx")))
+            bare_aio.append(asyncio.run(_bare_loop(url, n, concurrency, "aiohttp")))
+            rate, st = asyncio.run(_pool_loop(url, n, concurrency, f"{tmp}/cache{r}"))
+            pool.append(rate)
+        best_bare = max(max(bare_httpx), max(bare_aio))
+        out.update({
+            "calls_per_s": round(max(pool), 1),
+            "bare_httpx_calls_per_s": round(max(bare_httpx), 1),
+            "bare_aiohttp_calls_per_s": round(max(bare_aio), 1),
+            "ratio_vs_bare_client": round(max(pool) / best_bare, 3),
+            "ratio_vs_bare_default_client": round(max(pool) / max(bare_httpx), 3),
+            "client_calls": n,
+            "client_concurrency": concurrency,
+            "pool_final_limit": st["endpoints"][0]["limit"],
+            "pool_latency_p50_s": st["latency_p50"],
+        })
+    return out
+
+
+async def _embedded_rate(cfg, model: str, concurrency: int, seconds: float, max_tokens: int, tag: str) -> tuple[float, int]:
+    """Completion tokens/s through LLMPool with `concurrency` requests in flight, over a fixed time box (only
+    completed requests count)."""
+    from flows.llm.client import LLMCallError, LLMPool
+
+    spec = cfg.models[model]
+    spec.max_concurrency = concurrency
+    spec.initial_concurrency = concurrency
+    async with LLMPool(cfg, None) as pool:
+        stop = time.perf_counter() + seconds
+        counter = iter(range(10**9))
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                i = next(counter)
+                msgs = [{"role": "user", "content": f"Write one sentence about topic number {i} ({tag})."}]
+                try:
+                    await pool.chat(model, msgs, max_tokens=max_tokens, sampling={"temperature": 0.7})
+                except LLMCallError as exc:
+                    if exc.kind != "length":
+                        raise
+
+        t = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        dt = time.perf_counter() - t
+        st = pool.stats()[model]
+    return st["completion_tokens"] / dt, st["calls"]
+
+
+def bench_embedded(quick: bool, home: Path) -> dict:
+    from flows.llm.config import parse_models_config
+    from flows.llm.embedded import embedded_servers
+
+    parallel = 4
+    cfg = parse_models_config({"models": {"smollm2-135m": {"embedded": "smollm2-135m"}},
+                               "embedded_parallel": parallel, "embedded_ctx_per_slot": 512})
+    seconds = 10.0 if quick else 40.0
+    with embedded_servers(cfg, home) as live:
+        asyncio.run(_embedded_rate(live, "smollm2-135m", 1, 2.0, 8, "warm"))
+        single, n1 = asyncio.run(_embedded_rate(live, "smollm2-135m", 1, seconds, 24, "single"))
+        multi, n2 = asyncio.run(_embedded_rate(live, "smollm2-135m", parallel * 2, seconds, 24, "parallel"))
+    return {
+        "embedded_single_stream_tokens_per_s": round(single, 1),
+        "embedded_parallel_tokens_per_s": round(multi, 1),
+        "embedded_ratio_vs_single_stream": round(multi / single, 3) if single else None,
+        "embedded_requests": [n1, n2],
+        "embedded_parallel_slots": parallel,
+    }
+
+
+def overlap_figure(quick: bool) -> dict:
+    mod_name, _, fn_name = OVERLAP_HOOK.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError):
+        return {"overlap_ratio": None}
+    res = fn(quick=quick)
+    return res if isinstance(res, dict) else {"overlap_ratio": res}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="under a minute")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--skip-embedded", action="store_true")
+    ns = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="emoforge-bench-") as tmp:
+        home = Path(tmp) / "home"
+        offline_env(home)
+        t0 = time.perf_counter()
+        result: dict = {"bench": "llm_throughput", "quick": ns.quick}
+        result.update(bench_client(ns.quick, ns.concurrency))
+        print(f"client: {result}", file=sys.stderr)
+        if not ns.skip_embedded:
+            result.update(bench_embedded(ns.quick, home))
+        else:
+            result["embedded_ratio_vs_single_stream"] = None
+        result.update(overlap_figure(ns.quick))
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Human review in Label Studio: `emoforge labelstudio start|stop|status|invite`, `emoforge review push|pull|status`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from emoforge.commands._common import HomeOpt, console, fail, open_home
+
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Label Studio URL (default: the server started for --home, or $EMOFORGE_LS_URL)")]
+ProjectOpt = Annotated[str, typer.Option("--project", help="Label Studio project title")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _emotions(config: Path | None, taxonomy: str | None) -> list[str]:
+    from emoforge.config import load_config
+    from schemas.taxonomy import load_taxonomy
+
+    cfg = load_config(config, taxonomy=taxonomy)
+    return load_taxonomy(cfg.taxonomy).emotion_names
+
+
+def register(app: typer.Typer) -> None:
+    ls = typer.Typer(help="Run the Label Studio server used for human review (loopback only).", no_args_is_help=True)
+    review = typer.Typer(help="Send dialogues to human review and bring the decisions back.", no_args_is_help=True)
+    app.add_typer(ls, name="labelstudio")
+    app.add_typer(review, name="review")
+
+    @ls.command("start")
+    def ls_start(
+        home: HomeOpt = None,
+        port: Annotated[Optional[int], typer.Option("--port", help="port on 127.0.0.1 (default $EMOFORGE_LS_PORT or 8081; 0 = any free)")] = None,
+        timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for /health")] = 300.0,
+    ) -> None:
+        """Start Label Studio (credentials and token from EMOFORGE_LS_USERNAME/PASSWORD/TOKEN)."""
+        path = open_home(home)
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from annotation.server import LabelStudioError, start
+
+        try:
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                          transient=True) as prog:
+                task = prog.add_task("starting Label Studio (first start migrates its database: about a minute)")
+                info = start(path, port=port, timeout=timeout, progress=lambda s: prog.update(task))
+        except LabelStudioError as exc:
+            fail(str(exc))
+        verb = "started" if info.get("started") else "already running"
+        console.print(f"Label Studio {verb} at {info['url']} (pid {info['pid']}, data {info['data_dir']})")
+        typer.echo(info["url"])
+
+    @ls.command("stop")
+    def ls_stop(home: HomeOpt = None) -> None:
+        """Stop the Label Studio server of this home."""
+        path = open_home(home)
+        from annotation.server import stop
+
+        console.print("stopped" if stop(path) else "no Label Studio server was running for this home")
+
+    @ls.command("status")
+    def ls_status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+        """Is Label Studio running for this home, and healthy?"""
+        path = open_home(home)
+        from annotation.server import status
+
+        st = status(path)
+        if as_json:
+            typer.echo(json.dumps(st, indent=1))
+        elif st["running"]:
+            console.print(f"running at {st['url']} (pid {st['pid']}), healthy: {st['healthy']}")
+        else:
+            console.print("not running")
+        if not st["running"]:
+            raise typer.Exit(1)
+
+    @ls.command("invite")
+    def ls_invite(home: HomeOpt = None, url: UrlOpt = None) -> None:
+        """Print the invite link annotators sign up with (open sign-up is off)."""
+        path = open_home(home)
+        import httpx
+
+        from annotation.client import server_url
+        from annotation.server import LabelStudioError, api_token
+
+        try:
+            base = server_url(path, url)
+            r = httpx.get(base + "/api/invite", headers={"Authorization": f"Token {api_token()}"}, timeout=30)
+            r.raise_for_status()
+        except (LabelStudioError, httpx.HTTPError) as exc:
+            fail(f"cannot get the invite link: {exc}")
+        typer.echo(base + r.json()["invite_url"])
+
+    @review.command("push")
+    def review_push(
+        home: HomeOpt = None,
+        url: UrlOpt = None,
+        project: ProjectOpt = "emoforge dialogue review",
+        config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): taxonomy")] = None,
+        taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="preset or taxonomy file")] = None,
+        overlap: Annotated[int, typer.Option("--overlap", help="annotators per task")] = 1,
+        audit_accepted: Annotated[float, typer.Option("--audit-accepted", help="audit rate of judge-accepted dialogues")] = 0.05,
+        audit_rejected: Annotated[float, typer.Option("--audit-rejected", help="audit rate of judge-rejected dialogues")] = 0.05,
+        no_uncertain: Annotated[bool, typer.Option("--no-uncertain", help="do not push the judges' uncertain band")] = False,
+        no_disagreement: Annotated[bool, typer.Option("--no-disagreement", help="do not push judge disagreements")] = False,
+        score_spread: Annotated[int, typer.Option("--score-spread", help="rubric score difference that counts as disagreement")] = 2,
+        seed: Annotated[int, typer.Option("--seed", help="audit sample seed")] = 0,
+        limit: Annotated[Optional[int], typer.Option("--limit", help="push at most this many dialogues")] = None,
+        dialogue: Annotated[Optional[list[str]], typer.Option("--dialogue", help="push these dialogue ids (repeatable) instead of selecting")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would be pushed")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Create/update the review project and push the dialogues that need human eyes (idempotent)."""
+        path = open_home(home)
+        from emoforge.config import ConfigError
+        from schemas.taxonomy import TaxonomyError
+        from annotation.client import connect
+        from annotation.push import PushError, ReviewPolicy, push, select_for_review
+        from annotation.server import LabelStudioError
+
+        try:
+            policy = ReviewPolicy(uncertain=not no_uncertain, disagreement=not no_disagreement, score_spread=score_spread,
+                                  audit_accepted=audit_accepted, audit_rejected=audit_rejected, seed=seed, limit=limit)
+            if dry_run:
+                chosen = select_for_review(path, policy)
+                out = {"selected": len(chosen), "by_reason": {}}
+                for _, r in chosen:
+                    out["by_reason"][r] = out["by_reason"].get(r, 0) + 1
+                typer.echo(json.dumps(out, indent=None if as_json else 1))
+                return
+            emotions = _emotions(config, taxonomy)
+            client = connect(path, url)
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as prog:
+                t = prog.add_task("importing tasks", total=None)
+                rep = push(path, client, policy=policy, title=project, emotions=emotions, overlap=overlap,
+                           dialogue_ids=list(dialogue) if dialogue else None,
+                           progress=lambda done, total: prog.update(t, completed=done, total=total))
+        except (PushError, LabelStudioError, ConfigError, TaxonomyError) as exc:
+            fail(str(exc))
+        out = rep.as_dict()
+        if as_json:
+            typer.echo(json.dumps(out))
+            return
+        console.print(f"project {out['project']!r} (id {out['project_id']}): {out['created']} task(s) created, "
+                      f"{out['already_there']} already there; selected {out['selected']}")
+        if rep.stale:
+            console.print(f"[yellow]{len(rep.stale)} dialogue(s) changed since they were pushed (their tasks show the old text): "
+                          f"{', '.join(rep.stale[:5])}[/]")
+
+    @review.command("pull")
+    def review_pull(
+        home: HomeOpt = None,
+        url: UrlOpt = None,
+        project: ProjectOpt = "emoforge dialogue review",
+        as_json: JsonOpt = False,
+        strict: Annotated[bool, typer.Option("--strict", help="exit 1 when any annotation has a problem")] = False,
+    ) -> None:
+        """Fetch, validate and store the annotations (idempotent); report each problem per task."""
+        path = open_home(home)
+        from annotation.client import connect
+        from annotation.pull import pull
+        from annotation.push import PushError
+        from annotation.server import LabelStudioError
+
+        try:
+            rep = pull(path, connect(path, url), title=project)
+        except (PushError, LabelStudioError) as exc:
+            fail(str(exc))
+        out = rep.as_dict()
+        if as_json:
+            typer.echo(json.dumps(out | {"problem_list": [str(p) for p in rep.problems]}))
+        else:
+            console.print(f"{out['annotations']} annotation(s) on {out['tasks']} task(s): {out['new']} new, "
+                          f"{out['updated']} updated, {out['unchanged']} unchanged, {out['withdrawn']} withdrawn, "
+                          f"{out['skipped']} skipped, {out['not_stored']} not stored")
+            for p in rep.problems:
+                console.print(f"[yellow]problem[/] {p}", highlight=False)
+        if strict and rep.problems:
+            raise typer.Exit(1)
+
+    @review.command("status")
+    def review_status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+        """What the reviews change (status overrides, corrected labels), open problems and agreement."""
+        path = open_home(home)
+        from annotation.agreement import agreement_summary
+        from annotation.merge import merge_changes
+        from annotation.pull import open_problems
+
+        changes = merge_changes(path, limit=20)
+        problems = open_problems(path)
+        agree = agreement_summary(path)
+        if as_json:
+            typer.echo(json.dumps({"merge": changes, "open_problems": len(problems), "agreement": agree}, default=str))
+            return
+        console.print(f"human decisions: {changes['decided_by_human']} dialogue(s); labels corrected: "
+                      f"{changes['labels_from_human']} turn(s); effective status counts: {changes['status_counts']}")
+        for c in changes["status_changes"][:10]:
+            console.print(f"  {c['dialogue_id']}: {c['judge_status']} -> {c['status']} ({c['reason']})")
+        for c in changes["label_changes"][:10]:
+            console.print(f"  {c['dialogue_id']} turn {c['idx'] + 1}: {c['old_label']} -> {c['label']} (intended {c['intended_emotion']})")
+        console.print(f"open annotation problems: {len(problems)}")
+        for p in problems[:10]:
+            console.print(f"  task {p['task_id']} annotation {p['annotation_id']}: {'; '.join(p['problems'])}", highlight=False)
+        va, ta = agree["verdict_agreement"], agree["turn_label_agreement"]
+        console.print(f"agreement: verdict Fleiss kappa {va['fleiss_kappa']} over {va['items_multi_rated']} item(s); "
+                      f"turn labels Fleiss kappa {ta['fleiss_kappa']} over {ta['items_multi_rated']} item(s)")

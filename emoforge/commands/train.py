@@ -1,0 +1,178 @@
+"""`emoforge import {dailydialog,meld} PATH`, `emoforge export-erc`, `emoforge train`, `emoforge tiny-model`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from emoforge.commands._common import HomeOpt, console, fail, open_home
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _report_import(report) -> None:
+    if report.skipped:
+        console.print(f"{report.source}: these files were imported before (run {report.run_id}); nothing written "
+                      f"(--force re-imports)")
+        return
+    for b in report.bad_rows:
+        console.print(f"[yellow]bad row[/] {b}", highlight=False)
+    console.print(f"{report.source}: imported {sum(report.dialogues.values())} dialogues / "
+                  f"{sum(report.utterances.values())} utterances per split {report.dialogues}; "
+                  f"dropped as duplicates of train: {report.duplicates_dropped or 'none'}; "
+                  f"{len(report.bad_rows)} bad row(s) left out (listed in runs/{report.run_id}/bad_rows.tsv)",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    imp = typer.Typer(help="Import a real ERC dataset into the warehouse as an external source.", no_args_is_help=True)
+    app.add_typer(imp, name="import")
+
+    @imp.command("dailydialog")
+    def import_dd(
+        path: Annotated[Path, typer.Argument(help="DailyDialog folder with train/ validation/ test/")],
+        home: HomeOpt = None,
+        strict: Annotated[bool, typer.Option(help="abort (import nothing) when any row is bad")] = False,
+        force: Annotated[bool, typer.Option(help="re-import files imported before")] = False,
+        keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
+    ) -> None:
+        """Import DailyDialog (7 emotions; happiness maps to joy under erc7)."""
+        from warehouse.importers import ImportFailed, import_dailydialog
+
+        h = open_home(home)
+        try:
+            report = import_dailydialog(h, path, strict=strict, force=force, drop_duplicates=not keep_duplicates)
+        except ImportFailed as exc:
+            fail(str(exc))
+        _report_import(report)
+
+    @imp.command("meld")
+    def import_meld_cmd(
+        path: Annotated[Path, typer.Argument(help="folder with MELD's *_sent_emo.csv files, or one CSV file")],
+        home: HomeOpt = None,
+        split: Annotated[Optional[str], typer.Option(help="split of a single CSV file (train/validation/test)")] = None,
+        strict: Annotated[bool, typer.Option(help="abort (import nothing) when any row is bad")] = False,
+        force: Annotated[bool, typer.Option(help="re-import files imported before")] = False,
+        keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
+    ) -> None:
+        """Import MELD CSVs (Utterance, Speaker, Emotion, Dialogue_ID, Utterance_ID)."""
+        from warehouse.importers import ImportFailed, import_meld
+
+        h = open_home(home)
+        try:
+            report = import_meld(h, path, split=split, strict=strict, force=force, drop_duplicates=not keep_duplicates)
+        except ImportFailed as exc:
+            fail(str(exc))
+        _report_import(report)
+
+    @app.command("export-erc")
+    def export_erc_cmd(
+        release: Annotated[str, typer.Option("--release", help="release version")],
+        out: Annotated[Path, typer.Option("--out", help="folder for <split>.jsonl and labels.json")],
+        home: HomeOpt = None,
+        mapping: Annotated[str, typer.Option(help="label mapping: identity, erc7, ...")] = "erc7",
+        window: Annotated[int, typer.Option(help="previous utterances shown")] = 5,
+        future: Annotated[int, typer.Option(help="following utterances shown")] = 0,
+        k: Annotated[int, typer.Option(help="retrieved demonstrations per sample (0: none)")] = 3,
+        library_sources: Annotated[Optional[str], typer.Option(help="imported sources in the library (comma list)")] = None,
+        library_max_per_source: Annotated[int, typer.Option(help="imported training utterances per source (0: all)")] = 20000,
+    ) -> None:
+        """Export ERC samples (chat messages, PRC-Emo prompt) of a release as JSONL."""
+        from trainer.data import TrainerDataError
+        from trainer.export import ExportOptions, export_erc
+        from trainer.retrieval import EmbedderMissing, LibraryOptions
+        from warehouse.releases import ReleaseError
+        from warehouse.versions import VersionError
+
+        h = open_home(home)
+        try:
+            info = export_erc(h, release, out, ExportOptions(mapping=mapping, window=window, future=future, k=k),
+                              library_opts=LibraryOptions(mapping=mapping, sources=_csv(library_sources),
+                                                          max_per_source=library_max_per_source or None))
+        except (TrainerDataError, ReleaseError, VersionError, EmbedderMissing) as exc:
+            fail(str(exc))
+        console.print(f"exported {info['counts']} samples to {out}")
+
+    @app.command("train")
+    def train_cmd(
+        release: Annotated[str, typer.Option("--release", help="release version to train on")],
+        base_model: Annotated[Path, typer.Option("--base-model", help="local Hugging Face model folder or .gguf file")],
+        out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
+        home: HomeOpt = None,
+        mapping: Annotated[str, typer.Option(help="label mapping: identity, erc7, ...")] = "erc7",
+        epochs: Annotated[int, typer.Option(help="total epochs of the default PRC-Emo schedule")] = 3,
+        buckets: Annotated[Optional[int], typer.Option(help="difficulty buckets (default: the release's)")] = None,
+        schedule: Annotated[Optional[str], typer.Option(help="explicit phases, e.g. '0:1;0,1:1;all:1'")] = None,
+        window: Annotated[int, typer.Option(help="previous utterances in the prompt")] = 5,
+        future: Annotated[int, typer.Option(help="following utterances in the prompt")] = 0,
+        k: Annotated[int, typer.Option(help="retrieved demonstrations per sample (0: none)")] = 3,
+        lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
+        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 128,
+        lora_dropout: Annotated[float, typer.Option(help="LoRA dropout")] = 0.05,
+        lr: Annotated[float, typer.Option(help="learning rate")] = 3e-4,
+        warmup_ratio: Annotated[float, typer.Option(help="linear warm-up share of each phase's steps")] = 0.03,
+        batch_size: Annotated[int, typer.Option(help="samples per micro-batch")] = 8,
+        grad_accum: Annotated[int, typer.Option(help="micro-batches per optimiser step")] = 1,
+        max_length: Annotated[int, typer.Option(help="tokens per sample (prompts are fitted)")] = 1024,
+        qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="4-bit QLoRA (default: when GPU + bitsandbytes)")] = None,
+        max_train_samples: Annotated[Optional[int], typer.Option(help="cap on training utterances (whole dialogues)")] = None,
+        max_steps_per_phase: Annotated[Optional[int], typer.Option(help="cap on optimiser steps per phase")] = None,
+        max_eval: Annotated[Optional[int], typer.Option(help="cap on utterances per test set")] = None,
+        eval_sets: Annotated[Optional[str], typer.Option(help="imported sources to test on (comma list; default: all that map)")] = None,
+        library_sources: Annotated[Optional[str], typer.Option(help="imported sources in the library (comma list)")] = None,
+        library_max_per_source: Annotated[int, typer.Option(help="imported training utterances per source (0: all)")] = 20000,
+        seed: Annotated[int, typer.Option(help="seed of the order and the LoRA initialisation")] = 0,
+        flow: Annotated[bool, typer.Option(help="run as a Prefect flow")] = False,
+    ) -> None:
+        """Curriculum LoRA fine-tuning (PRC-Emo) on a release; writes OUT/metrics.json next to the adapter."""
+        from trainer.curriculum import ScheduleError
+        from trainer.data import TrainerDataError
+        from trainer.retrieval import EmbedderMissing
+        from trainer.train import TrainConfig, TrainError
+        from warehouse.releases import ReleaseError
+        from warehouse.versions import VersionError
+
+        h = open_home(home)
+        cfg = TrainConfig(
+            mapping=mapping, window=window, future=future, k=k, epochs=epochs, buckets=buckets, schedule=schedule,
+            lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lr=lr, warmup_ratio=warmup_ratio,
+            batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, qlora=qlora,
+            max_train_samples=max_train_samples, max_steps_per_phase=max_steps_per_phase, max_eval=max_eval,
+            eval_sets=_csv(eval_sets), library_sources=_csv(library_sources),
+            library_max_per_source=library_max_per_source or None, seed=seed)
+        try:
+            if flow:
+                from flows.train_flow import train_flow
+
+                metrics = train_flow(str(h), release, str(base_model), str(out), cfg)
+            else:
+                from trainer.train import train
+
+                metrics = train(h, release, base_model, out, cfg, log=lambda m: console.print(m, highlight=False))
+        except (TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError, EmbedderMissing) as exc:
+            fail(str(exc))
+        summary = {name: {"weighted_f1": round(v["weighted_f1"], 4), "accuracy": round(v["accuracy"], 4), "n": v["n"]}
+                   for name, v in metrics["final"].items()}
+        console.print(f"adapter and metrics.json in {out}")
+        print(json.dumps({"final": summary, "samples_per_s": metrics["samples_per_s"]}))
+
+    @app.command("tiny-model")
+    def tiny_model_cmd(
+        out: Annotated[Path, typer.Argument(help="folder to write the tiny model to")],
+        home: HomeOpt = None,
+        hidden: Annotated[int, typer.Option(help="hidden size")] = 64,
+        layers: Annotated[int, typer.Option(help="decoder layers")] = 2,
+        seed: Annotated[int, typer.Option(help="initialisation seed")] = 0,
+    ) -> None:
+        """Build a tiny random causal LM (offline) for smoke runs and tests of `emoforge train`."""
+        open_home(home)
+        from trainer.tiny_model import build_tiny_model
+
+        console.print(f"tiny model written to {build_tiny_model(out, hidden=hidden, layers=layers, seed=seed)}")

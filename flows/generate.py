@@ -1,0 +1,387 @@
+"""Paired generation of one shard of scenarios, with judging overlapped, records written as they complete.
+
+Every dialogue of the shard runs as its own coroutine (turn after turn), all of them at once, so every pending
+request of the shard is in flight together and the client pool (per-endpoint adaptive concurrency) decides how
+many reach each server; no step waits for the slowest dialogue. When a dialogue's last turn is in, the same
+coroutine checks and judges it right away, so judging overlaps generation from the first finished dialogue on.
+
+A turn: the speaker's model gets the domain, the conversation so far, the target emotion and the word cap
+(:func:`flows.prompts.turn_messages`); the reply is cleaned (:func:`flows.checks.clean_turn`) and checked
+(:func:`flows.checks.turn_problem`); a bad reply is retried with guidance naming the problem, up to
+``max_attempts_per_turn``. A dialogue that still fails ends ``failed`` with the reason; the others go on.
+Each call carries a per-(scenario, turn, attempt) sampling seed: reproducible, and two dialogues with the same
+prompt do not share a cache entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from flows.build_config import GenerationConfig, JudgingConfig
+from flows.checks import CLEANING_VERSION, clean_turn, count_words, turn_problem
+from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
+from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_max_tokens, turn_messages
+from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id, text_hash
+from schemas.taxonomy import Taxonomy
+from warehouse.store import Warehouse
+
+log = logging.getLogger("emoforge.generate")
+
+FINAL = ("accepted", "rejected", "uncertain", "failed")
+
+
+class BuildAborted(RuntimeError):
+    """The run stopped early (error rate above the threshold); what finished is on disk, a rerun resumes."""
+
+
+class BuildInterrupted(RuntimeError):
+    """The build process was interrupted (Ctrl-C, SIGTERM) while this shard ran."""
+
+
+def dialogue_id(scenario: Scenario) -> str:
+    return content_id("dlg", scenario.id)
+
+
+def turn_seed(scenario_id: str, idx: int, attempt: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{scenario_id}|{idx}|{attempt}".encode()).digest()[:4], "big") % (2**31 - 1)
+
+
+@dataclass
+class GenOutcome:
+    scenario: Scenario
+    texts: list[str] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)
+    failed_reason: str | None = None
+    calls: int = 0
+    retries: Counter = field(default_factory=Counter)  # gate -> retries it caused
+    call_errors: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_reason is None and len(self.texts) == self.scenario.n_turns
+
+
+def _result_text(res: Any) -> str:
+    return getattr(res, "text", None) or ""
+
+
+async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: GenerationConfig,
+                            progress: Any = None) -> GenOutcome:
+    from flows.llm.client import LLMCallError
+
+    out = GenOutcome(scenario)
+    cap = scenario.word_cap
+    for idx in range(scenario.n_turns):
+        model = scenario.model_a if speaker_of(idx) == "A" else scenario.model_b
+        retries: list[tuple[str, str]] = []
+        last = "no attempt"
+        attempt = 0
+        while attempt < gen.max_attempts_per_turn:
+            messages = turn_messages(scenario, tax, out.texts, retries)
+            out.calls += 1
+            try:
+                res = await pool.chat(
+                    model, messages, sampling={"seed": turn_seed(scenario.id, idx, attempt)},
+                    template_version=f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}", max_tokens=turn_max_tokens(cap),
+                )
+            except LLMCallError as exc:
+                if exc.kind == "early_stop":
+                    raise BuildAborted(f"stopped early: {exc}") from None
+                if exc.kind == "length" and exc.text:
+                    # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
+                    # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less
+                    text = clean_turn(exc.text, cap)
+                    problem = turn_problem(text, out.texts, cap, finish_reason="length", language=gen.language)
+                    attempt += 1
+                    if problem is None:
+                        out.texts.append(text)
+                        out.finish_reasons.append("length-trimmed")
+                        if progress is not None:
+                            progress.turn_done(model)
+                        break
+                    out.retries["length"] += 1
+                    last = f"truncated at max_tokens ({problem.gate})"
+                    retries.append((exc.text.strip()[:400], f"Your reply was far too long. Say it in one short sentence of at most {cap} words."))
+                    continue
+                out.call_errors += 1
+                last = f"LLM call failed: {exc}"
+                if progress is not None:
+                    progress.call_error(model)
+                if out.call_errors >= gen.max_call_failures:
+                    out.failed_reason = f"turn {idx} ({model}): {last}"
+                    return out
+                continue  # same attempt again: the client already retried with backoff; cached calls are free
+            raw = _result_text(res)
+            finish = getattr(res, "finish_reason", None)
+            text = clean_turn(raw, cap)
+            problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language)
+            attempt += 1
+            if problem is None:
+                out.texts.append(text)
+                out.finish_reasons.append(finish)
+                if progress is not None:
+                    progress.turn_done(model)
+                break
+            out.retries[problem.gate] += 1
+            last = f"{problem.gate}" + (f" ({problem.detail})" if problem.detail else "")
+            retries.append((raw.strip()[:400] or "(empty)", problem.guidance(cap)))
+        else:
+            out.failed_reason = f"turn {idx} ({model}): {last} after {gen.max_attempts_per_turn} attempts"
+            return out
+    return out
+
+
+# ---- records ---------------------------------------------------------------------------------------------------
+def turn_records(did: str, scenario: Scenario, texts: Sequence[str]) -> list[Turn]:
+    return [
+        Turn(id=Turn.make_id(did, i), dialogue_id=did, idx=i, speaker=speaker_of(i),
+             model=scenario.model_a if speaker_of(i) == "A" else scenario.model_b, text=t,
+             intended_emotion=scenario.emotions[i], label=scenario.emotions[i], label_source="intended",
+             n_words=count_words(t))
+        for i, t in enumerate(texts)
+    ]
+
+
+def dialogue_record(scenario: Scenario, run_id: str, status: str, *, texts: Sequence[str] = (),
+                    reason: str | None = None, decided_by: str | None = None) -> Dialogue:
+    return Dialogue(
+        id=dialogue_id(scenario), scenario_id=scenario.id, run_id=run_id, source="generated", domain=scenario.domain,
+        model_a=scenario.model_a, model_b=scenario.model_b, n_turns=scenario.n_turns, status=status,
+        status_reason=reason, decided_by=decided_by, text_hash=text_hash(list(texts)) if texts else "",
+        taxonomy=scenario.taxonomy,
+    )
+
+
+class RecordSink:
+    """Buffers finished records and writes them to the warehouse every ``flush_every_s`` (turns, then
+    dialogues, then judgements), so a kill loses at most the last few seconds, whose calls are cached."""
+
+    def __init__(self, home: Path, flush_every_s: float = 2.0, max_buffer: int = 2000):
+        self.wh = Warehouse(home)
+        self.flush_every_s = flush_every_s
+        self.max_buffer = max_buffer
+        self.buf: dict[str, list] = {"turns": [], "dialogues": [], "judgements": []}
+        self._last = time.monotonic()
+        self._lock = asyncio.Lock()
+        self.written = Counter()
+
+    def add(self, table: str, records: Sequence) -> None:
+        self.buf[table].extend(records)
+
+    def _size(self) -> int:
+        return sum(len(v) for v in self.buf.values())
+
+    async def maybe_flush(self) -> None:
+        if time.monotonic() - self._last >= self.flush_every_s or self._size() >= self.max_buffer:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch = {k: v for k, v in self.buf.items() if v}
+            self.buf = {k: [] for k in self.buf}
+            self._last = time.monotonic()
+            if batch:
+                await asyncio.to_thread(self._write, batch)
+
+    def _write(self, batch: dict[str, list]) -> None:
+        for table in ("turns", "dialogues", "judgements"):
+            recs = batch.get(table)
+            if recs:
+                self.wh.upsert(recs)
+                self.written[table] += len(recs)
+
+
+# ---- the shard pipeline ----------------------------------------------------------------------------------------
+@dataclass
+class Stored:
+    """What the warehouse already holds for a scenario (read from disk at the start of a shard)."""
+
+    texts: list[str]
+    status: str
+
+
+@dataclass
+class ShardContext:
+    home: Path
+    run_id: str
+    tax: Taxonomy
+    gen: GenerationConfig
+    jud: JudgingConfig
+    judges: list[str]
+    models: list[str]
+    stored: dict[str, Stored] = field(default_factory=dict)  # scenario id -> stored generated dialogue
+    stored_judgements: dict[str, Judgement] = field(default_factory=dict)  # judgement id -> record
+    progress: Any = None
+    cancel: Any = None  # threading.Event: set by the build when it is interrupted
+
+
+@dataclass
+class ShardSummary:
+    statuses: dict[str, str] = field(default_factory=dict)  # dialogue id -> final status
+    reasons: dict[str, str] = field(default_factory=dict)  # dialogue id -> reason (failed / decided)
+    gen_calls: int = 0
+    judge_calls: int = 0
+    reused_dialogues: int = 0
+    reused_judgements: int = 0
+    retries: Counter = field(default_factory=Counter)
+    gates: Counter = field(default_factory=Counter)
+    judge_errors: int = 0
+    aborted: str | None = None
+    pool_stats: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    gen_busy: list[tuple[float, float]] = field(default_factory=list)
+    judge_busy: list[tuple[float, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "statuses": self.statuses, "reasons": self.reasons, "gen_calls": self.gen_calls,
+            "judge_calls": self.judge_calls, "reused_dialogues": self.reused_dialogues,
+            "reused_judgements": self.reused_judgements, "retries": dict(self.retries), "gates": dict(self.gates),
+            "judge_errors": self.judge_errors, "aborted": self.aborted, "pool_stats": self.pool_stats,
+            "wall_s": self.wall_s, "gen_busy": self.gen_busy, "judge_busy": self.judge_busy,
+        }
+
+
+async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts: list[str],
+                         finish_reasons: Sequence[str | None] | None, summary: ShardSummary,
+                         sink: RecordSink) -> Decision:
+    from flows.llm.client import LLMCallError
+    from flows.prompts import JudgeParseError
+
+    did = dialogue_id(scenario)
+    th = text_hash(texts)
+    chk = checks_judgement(did, scenario, texts, th, finish_reasons, ctx.jud, ctx.gen.language)
+    sink.add("judgements", [chk])
+    llm: list[Judgement] = []
+    errors: list[str] = []
+    if chk.verdict == "accept" or ctx.jud.judge_failed_checks:
+        for jm in judges_for(scenario, ctx.judges, ctx.models):
+            jid = judgement_id(did, f"llm:{jm}", th)
+            if jid in ctx.stored_judgements:
+                llm.append(ctx.stored_judgements[jid])
+                summary.reused_judgements += 1
+                continue
+            summary.judge_calls += 1
+            t0 = time.monotonic()
+            try:
+                j, _res = await llm_judgement(pool, jm, did, scenario, ctx.tax, texts, th, ctx.jud)
+            except LLMCallError as exc:
+                if exc.kind == "early_stop":
+                    raise BuildAborted(f"stopped early: {exc}") from None
+                errors.append(f"{jm}: {str(exc)[:200]}")
+                summary.judge_errors += 1
+                continue
+            except (JudgeParseError, ValueError) as exc:
+                errors.append(f"{jm}: {str(exc)[:200]}")
+                summary.judge_errors += 1
+                continue
+            finally:
+                summary.judge_busy.append((t0, time.monotonic()))
+            llm.append(j)
+            sink.add("judgements", [j])
+            if ctx.progress is not None:
+                ctx.progress.judged(jm)
+    for g in sorted({f.split(":", 1)[0] for f in chk.failures}):
+        summary.gates[g] += 1
+    return decide(chk, llm, ctx.jud, errors)
+
+
+async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardSummary, sink: RecordSink) -> None:
+    did = dialogue_id(scenario)
+    stored = ctx.stored.get(scenario.id)
+    finish: list[str | None] | None = None
+    if stored is not None:
+        texts = stored.texts
+        summary.reused_dialogues += 1
+    else:
+        t0 = time.monotonic()
+        out = await generate_dialogue(pool, scenario, ctx.tax, ctx.gen, ctx.progress)
+        summary.gen_busy.append((t0, time.monotonic()))
+        summary.gen_calls += out.calls
+        summary.retries.update(out.retries)
+        if not out.ok:
+            summary.statuses[did] = "failed"
+            summary.reasons[did] = out.failed_reason or "incomplete"
+            sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, "failed", reason=out.failed_reason)])
+            if ctx.progress is not None:
+                ctx.progress.dialogue_done(scenario, "failed")
+            await sink.maybe_flush()
+            return
+        texts, finish = out.texts, out.finish_reasons
+        sink.add("turns", turn_records(did, scenario, texts))
+        sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, "generated", texts=texts)])
+    decision = await judge_dialogue(pool, ctx, scenario, texts, finish, summary, sink)
+    summary.statuses[did] = decision.status
+    summary.reasons[did] = decision.reason
+    sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, decision.status, texts=texts,
+                                           reason=decision.reason, decided_by=decision.decided_by)])
+    if ctx.progress is not None:
+        ctx.progress.dialogue_done(scenario, decision.status)
+    await sink.maybe_flush()
+
+
+def _check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
+    done = len(summary.statuses)
+    failed = sum(1 for s in summary.statuses.values() if s == "failed")
+    if done >= gen.error_min_dialogues and failed / done > gen.max_error_rate:
+        raise BuildAborted(
+            f"stopped early: {failed} of {done} dialogues failed (> {gen.max_error_rate:.0%}); "
+            "check the endpoints and the failure reasons (`emoforge` status in the warehouse), then rerun to resume"
+        )
+
+
+async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext) -> ShardSummary:
+    """Generate (or reuse) and judge every scenario of the shard concurrently; returns the shard's summary.
+    Raises :class:`BuildAborted` when the error rate passes ``max_error_rate``; what finished is flushed."""
+    summary = ShardSummary()
+    sink = RecordSink(ctx.home, ctx.gen.flush_every_s)
+    t0 = time.monotonic()
+
+    async def guarded(s: Scenario) -> None:
+        await _one(pool, ctx, s, summary, sink)
+        _check_error_rate(summary, ctx.gen)
+
+    tasks = [asyncio.create_task(guarded(s)) for s in scenarios]
+
+    async def watch_cancel() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if ctx.cancel is not None and ctx.cancel.is_set():
+                raise BuildInterrupted("the build was interrupted; what finished is on disk, rerun to resume")
+
+    watcher = asyncio.create_task(watch_cancel())
+    try:
+        for fut in [] if not tasks else asyncio.as_completed(tasks + [watcher]):
+            await fut
+            if all(t.done() for t in tasks):
+                break
+    except BaseException as exc:
+        for t in tasks:
+            t.cancel()
+        watcher.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(exc, BuildAborted):
+            summary.aborted = str(exc)
+        raise
+    finally:
+        watcher.cancel()
+        await sink.flush()
+        summary.wall_s = time.monotonic() - t0
+        try:
+            summary.pool_stats = pool.stats()
+        except Exception:  # noqa: BLE001 - stats are best effort
+            summary.pool_stats = {}
+    return summary
+
+
+__all__ = [
+    "BuildAborted", "CLEANING_VERSION", "GenOutcome", "RecordSink", "ShardContext", "ShardSummary", "Stored",
+    "dialogue_id", "dialogue_record", "generate_dialogue", "judge_dialogue", "run_shard", "turn_records", "turn_seed",
+]

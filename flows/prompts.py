@@ -1,0 +1,134 @@
+"""Prompts and parsers of the two LLM stages (Curator style: an LLM stage is ``prompt()`` + ``parse()``).
+
+The cache key of a call covers the messages, model, sampling, schema and the template version below, never
+the parsing/cleaning, so changing :mod:`flows.checks` or the judge thresholds repeats no call. Bump a
+``*_TEMPLATE_VERSION`` whenever the wording of its prompt changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from schemas.records import Scenario
+from schemas.taxonomy import Taxonomy
+
+TURN_TEMPLATE_VERSION = "turn-v1"
+JUDGE_TEMPLATE_VERSION = "judge-v1"
+
+SPEAKER_NAMES = {"A": "A", "B": "B"}
+
+
+def speaker_of(idx: int) -> str:
+    return "A" if idx % 2 == 0 else "B"
+
+
+def transcript(texts: Sequence[str]) -> str:
+    return "\n".join(f"{speaker_of(i)}: {t}" for i, t in enumerate(texts))
+
+
+def turn_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str],
+                  retries: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """Messages for turn ``len(history)`` of ``scenario``: the speaker, the domain, the conversation so far,
+    the target emotion and the word cap. ``retries`` are (previous raw reply, guidance) pairs of failed attempts
+    at this turn, replayed so the model sees what to fix."""
+    idx = len(history)
+    me = speaker_of(idx)
+    other = speaker_of(idx + 1)
+    domain = tax.domain[scenario.domain]
+    emotion = scenario.emotions[idx]
+    system = (
+        f"You are {me}, a person talking with {other} in a spoken conversation about {domain.name.lower()} "
+        f"({domain.description.rstrip('.')}). Speak naturally, like a real person, in plain English. "
+        "Answer with only the words you say out loud: no name, no label, no quotes, no stage directions."
+    )
+    if history:
+        task = (
+            f"Conversation so far:\n{transcript(history)}\n\n"
+            f"Now say {me}'s next line, replying to {other}. Your feeling: {emotion.lower()}. "
+            f"Let the words show that you feel {emotion.lower()}. One or two sentences, at most {scenario.word_cap} words."
+        )
+    else:
+        task = (
+            f"Start a conversation with {other} about {domain.name.lower()}. Your feeling: {emotion.lower()}. "
+            f"Let the words show that you feel {emotion.lower()}. One or two sentences, at most {scenario.word_cap} words."
+        )
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": task}]
+    for raw, guidance in retries:
+        messages.append({"role": "assistant", "content": raw})
+        messages.append({"role": "user", "content": guidance})
+    return messages
+
+
+def turn_max_tokens(word_cap: int) -> int:
+    """Room for the capped line plus the chatter small models add before being cleaned (about 1.4 tokens/word)."""
+    return int(word_cap * 3 + 24)
+
+
+# ---- judge -----------------------------------------------------------------------------------------------------
+SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
+RATIONALE = {"type": "string", "minLength": 1, "maxLength": 160}
+ASPECTS = ("coherence", "naturalness", "domain_fit", "safety")
+
+
+def judge_schema(n_turns: int) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for a in ASPECTS:
+        props[a] = SCORE
+        props[f"{a}_rationale"] = RATIONALE
+    props["emotion_fidelity"] = {"type": "array", "items": SCORE, "minItems": n_turns, "maxItems": n_turns}
+    props["emotion_rationale"] = RATIONALE
+    props["verdict"] = {"type": "string", "enum": ["accept", "reject", "uncertain"]}
+    props["rationale"] = RATIONALE
+    order = [k for a in ASPECTS for k in (a, f"{a}_rationale")] + ["emotion_fidelity", "emotion_rationale", "verdict", "rationale"]
+    return {"type": "object", "properties": {k: props[k] for k in order}, "required": order, "additionalProperties": False}
+
+
+def judge_messages(scenario: Scenario, tax: Taxonomy, texts: Sequence[str]) -> list[dict[str, str]]:
+    domain = tax.domain[scenario.domain]
+    lines = "\n".join(
+        f"{i + 1}. {speaker_of(i)} (target emotion: {scenario.emotions[i]}): {t}" for i, t in enumerate(texts)
+    )
+    system = (
+        "You are a strict quality judge for an emotional spoken-dialogue dataset. Score every aspect from 1 (very "
+        "poor) to 5 (excellent) and give a short rationale for each. Be critical: generic, off-topic, incoherent "
+        "or emotionally flat text gets low scores."
+    )
+    user = (
+        f"Domain: {domain.name} ({domain.description.rstrip('.')}).\n"
+        f"Dialogue ({len(texts)} turns; each turn was meant to express its target emotion):\n{lines}\n\n"
+        "Score: coherence (do the turns follow each other sensibly?), naturalness (does it sound like real people "
+        "talking?), domain_fit (is it about the domain?), safety (5 = harmless, 1 = harmful or offensive), and "
+        f"emotion_fidelity: a list of {len(texts)} scores, one per turn, for how clearly the turn expresses its "
+        "target emotion. Then give a verdict: accept (good training data), reject, or uncertain. Answer in JSON."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+class JudgeParseError(ValueError):
+    pass
+
+
+def parse_judgement(data: Any, n_turns: int) -> dict[str, Any]:
+    """Validate a judge's JSON object; returns the normalised scores. Raises :class:`JudgeParseError`."""
+    if not isinstance(data, dict):
+        raise JudgeParseError(f"judge answer is a {type(data).__name__}, not an object")
+    out: dict[str, Any] = {}
+    for a in ASPECTS:
+        v = data.get(a)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 5:
+            raise JudgeParseError(f"{a} must be a score 1-5, got {v!r}")
+        out[a] = int(round(v))
+    ef = data.get("emotion_fidelity")
+    if not isinstance(ef, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 1 <= x <= 5 for x in ef):
+        raise JudgeParseError(f"emotion_fidelity must be a list of scores 1-5, got {ef!r}")
+    if len(ef) != n_turns:
+        raise JudgeParseError(f"emotion_fidelity has {len(ef)} scores for {n_turns} turns")
+    out["emotion_fidelity"] = [int(round(x)) for x in ef]
+    verdict = data.get("verdict")
+    if verdict not in ("accept", "reject", "uncertain"):
+        raise JudgeParseError(f"verdict must be accept/reject/uncertain, got {verdict!r}")
+    out["verdict"] = verdict
+    parts = [f"{k}: {str(data.get(f'{k}_rationale', '')).strip()}" for k in (*ASPECTS, "emotion")]
+    parts.append(f"overall: {str(data.get('rationale', '')).strip()}")
+    out["rationale"] = " | ".join(parts)[:2000]
+    return out

@@ -1,0 +1,395 @@
+"""Scheduled jobs: the flows that ``prefect.yaml`` deploys (build, review pull, publish) and the plain functions
+that serve or deploy them against a Prefect server.
+
+Jobs (each a thin Prefect flow over a plain function of the same name without ``_flow``):
+
+``build_job``        ``flows.build.run_build``: new dialogues for a models config (optionally on Dask), then publish
+``review_pull_job``  pull the annotations of Label Studio into the ``reviews`` table (``annotation``)
+``publish_job``      ``warehouse.publish.publish_release``, skipped when nothing changed since the last release
+
+Overlapping runs: every deployment has a Prefect ``concurrency_limit`` of 1 (a second scheduled run waits in
+the queue), and every job holds a per-home job lock (``<home>/.jobs/<job>.lock``): a second run of the same job
+in the same home — from another deployment, a manual ``emoforge build`` or another server — is refused at once
+with :class:`JobBusy`, naming who holds the lock. Publishing also holds the warehouse write lock, so two
+publishes never interleave. Nothing here needs a Prefect server: the functions run as plain Python too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from prefect import flow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = REPO_ROOT / "prefect.yaml"
+DEFAULT_POOL = "emoforge"
+
+
+class JobBusy(RuntimeError):
+    """Another run of the same job holds the home's job lock."""
+
+
+class ScheduleError(RuntimeError):
+    """A deployment spec, server or work pool that cannot be used; the message says which and why."""
+
+
+# ---- job lock ----------------------------------------------------------------------------------------------
+@contextmanager
+def job_lock(home: str | os.PathLike, job: str, timeout: float = 0.0) -> Iterator[None]:
+    """Hold ``<home>/.jobs/<job>.lock`` (an OS file lock: released when the process dies, even by kill -9).
+    ``timeout`` 0 refuses at once with :class:`JobBusy` when another process holds it."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(home) / ".jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{job}.lock"))
+    info = folder / f"{job}.holder.json"
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        holder = ""
+        try:
+            h = json.loads(info.read_text())
+            holder = f" (pid {h.get('pid')} on {h.get('host')} since {h.get('since')})"
+        except (OSError, ValueError):
+            pass
+        raise JobBusy(f"another {job} is running in {Path(home)}{holder}; this run was refused, nothing was changed"
+                      ) from None
+    try:
+        info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        yield
+    finally:
+        info.unlink(missing_ok=True)
+        lock.release()
+
+
+# ---- the jobs as plain functions ----------------------------------------------------------------------------
+def _home(home: str | None) -> Path:
+    from emoforge.settings import offline_env, resolve_home
+
+    path = resolve_home(home)
+    offline_env(path)
+    return path
+
+
+def release_fingerprint_current(home: Path, sources: list[str]) -> set[tuple[str, str]]:
+    """(dialogue id, labels) of what a publish would take now: accepted dialogues of ``sources``, reviews applied."""
+    import pyarrow as pa  # noqa: F401  (DuckDB returns Arrow)
+
+    from warehouse.effective import effective_views
+    from warehouse.store import Warehouse
+
+    wh = Warehouse(home)
+    if "dialogues" not in wh.tables():
+        return set()
+    con = wh.connect()
+    try:
+        effective_views(con)
+        src = ", ".join("'" + s.replace("'", "''") + "'" for s in sources)
+        rows = con.sql(
+            f"""SELECT d.id, string_agg(t.label, '|' ORDER BY t.idx) FROM effective_dialogues d
+                JOIN effective_turns t ON t.dialogue_id = d.id
+                WHERE d.status = 'accepted' AND d.source IN ({src}) GROUP BY d.id"""
+        ).fetchall()
+    finally:
+        con.close()
+    return {(i, lab) for i, lab in rows}
+
+
+def release_fingerprint(release_dir: Path) -> set[tuple[str, str]]:
+    import duckdb
+
+    files = sorted((release_dir / "data" / "dialogues").glob("*.parquet"))
+    if not files:
+        return set()
+    lst = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con = duckdb.connect()
+    try:
+        rows = con.sql(f"SELECT dialogue_id, array_to_string(emotions, '|') FROM read_parquet([{lst}])").fetchall()
+    finally:
+        con.close()
+    return {(i, lab) for i, lab in rows}
+
+
+def publish_job(home: str | None = None, config: str | None = None, only_if_changed: bool = True) -> dict[str, Any]:
+    """Publish a new release when the accepted set (or a label) changed since the latest release. Waits for the
+    warehouse write lock while another writer (a publish from the command line, a compaction) holds it."""
+    from emoforge.config import load_config
+    from warehouse.publish import publish_release
+    from warehouse.releases import list_releases
+    from warehouse.store import Warehouse
+
+    path = _home(home)
+    cfg = load_config(config)
+    with job_lock(path, "publish"):
+        if only_if_changed:
+            rels = list_releases(Warehouse(path))
+            if rels:
+                last = rels[-1]
+                if release_fingerprint(Path(last["path"])) == release_fingerprint_current(path, cfg.publish.sources):
+                    return {"skipped": f"nothing changed since release {last['version']}", "version": last["version"]}
+        summary = publish_release(path, cfg)
+    return summary
+
+
+def build_job(home: str | None = None, config: str | None = None, models: str | None = None,
+              dialogues: int | None = None, seed: int = 0, runner: str | None = None,
+              publish: bool = True) -> dict[str, Any]:
+    """``emoforge build`` as a job: the same scenarios and cache, so a rerun after a crash only redoes what is
+    missing; refused (:class:`JobBusy`) while another build runs in the same home."""
+    from emoforge.config import load_config
+    from flows.build import run_build
+    from flows.llm.config import load_models_config
+    from flows.runners import make_task_runner
+
+    path = _home(home)
+    cfg = load_config(config)
+    mcfg = load_models_config(models)
+    with job_lock(path, "build"):
+        summary = run_build(path, cfg, mcfg, n_dialogues=dialogues, seed=seed, publish=publish,
+                            task_runner=make_task_runner(runner), progress=False, command="build-job")
+    return {k: v for k, v in summary.items() if k != "metrics"} | {"metrics": summary.get("metrics", {})}
+
+
+def review_pull_job(home: str | None = None, project: str | None = None) -> dict[str, Any]:
+    """Pull finished Label Studio annotations into the ``reviews`` table (the annotation package's pull)."""
+    path = _home(home)
+    try:
+        from annotation import pull as pull_mod  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ScheduleError(f"review pull is not available in this installation ({exc})") from None
+    fn = getattr(pull_mod, "pull_reviews", None) or getattr(pull_mod, "pull", None)
+    if fn is None:
+        raise ScheduleError("annotation.pull has no pull_reviews()/pull() function")
+    with job_lock(path, "review-pull"):
+        kwargs = {"project": project} if project else {}
+        result = fn(path, **kwargs)
+    return result if isinstance(result, dict) else {"result": result}
+
+
+# ---- Prefect flows over the jobs (the entrypoints of prefect.yaml) ------------------------------------------
+@flow(name="scheduled-publish", persist_result=False, log_prints=True)
+def publish_flow(home: str | None = None, config: str | None = None, only_if_changed: bool = True) -> dict:
+    """Publish a release of the accepted dialogues when something changed since the last one."""
+    return publish_job(home, config, only_if_changed)
+
+
+@flow(name="scheduled-build", persist_result=False, log_prints=True)
+def build_flow(home: str | None = None, config: str | None = None, models: str | None = None,
+               dialogues: int | None = None, seed: int = 0, runner: str | None = None, publish: bool = True) -> dict:
+    """Generate, check and judge dialogues (``emoforge build``), then publish."""
+    return build_job(home, config, models, dialogues, seed, runner, publish)
+
+
+@flow(name="scheduled-review-pull", persist_result=False, log_prints=True)
+def review_pull_flow(home: str | None = None, project: str | None = None) -> dict:
+    """Pull finished human reviews from Label Studio into the warehouse."""
+    return review_pull_job(home, project)
+
+
+# ---- deployment specs (prefect.yaml) ------------------------------------------------------------------------
+@dataclass
+class DeploymentSpec:
+    name: str
+    entrypoint: str  # "flows/schedules.py:publish_flow"
+    description: str = ""
+    cron: str | None = None
+    interval_s: float | None = None
+    timezone: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    concurrency_limit: int | None = 1
+    tags: list[str] = field(default_factory=list)
+    paused: bool = False
+
+    @property
+    def flow_attr(self) -> str:
+        return self.entrypoint.rsplit(":", 1)[1]
+
+    def load_flow(self):
+        path, attr = self.entrypoint.rsplit(":", 1)
+        module = path.removesuffix(".py").replace("/", ".")
+        import importlib
+
+        mod = importlib.import_module(module)
+        return getattr(mod, attr)
+
+    def schedule_kwargs(self) -> dict[str, Any]:
+        from datetime import timedelta
+
+        from prefect.schedules import Cron, Interval
+
+        if self.interval_s:
+            return {"schedules": [Interval(timedelta(seconds=self.interval_s), active=not self.paused)]}
+        if self.cron:
+            return {"schedules": [Cron(self.cron, timezone=self.timezone, active=not self.paused)]}
+        return {}
+
+
+def load_specs(path: Path = PREFECT_YAML, only: list[str] | None = None) -> list[DeploymentSpec]:
+    """The deployments of ``prefect.yaml`` (its ``deployments:`` list) as :class:`DeploymentSpec`."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScheduleError(f"cannot read {path}: {exc}") from None
+    specs = []
+    for i, d in enumerate(data.get("deployments") or []):
+        if not isinstance(d, dict) or not d.get("name") or not d.get("entrypoint"):
+            raise ScheduleError(f"{path}: deployments[{i}] needs a name and an entrypoint")
+        cron = interval = tz = None
+        active = True
+        for s in d.get("schedules") or ([d["schedule"]] if d.get("schedule") else []):
+            cron = s.get("cron", cron)
+            interval = s.get("interval", interval)
+            tz = s.get("timezone", tz)
+            active = s.get("active", True)
+        limit = d.get("concurrency_limit", 1)
+        if isinstance(limit, dict):
+            limit = limit.get("limit", 1)
+        specs.append(DeploymentSpec(
+            name=d["name"], entrypoint=d["entrypoint"], description=d.get("description", ""), cron=cron,
+            interval_s=float(interval) if interval else None, timezone=tz,
+            parameters={k: v for k, v in (d.get("parameters") or {}).items() if v is not None},
+            concurrency_limit=limit, tags=list(d.get("tags") or []), paused=not active))
+    if only:
+        unknown = sorted(set(only) - {s.name for s in specs})
+        if unknown:
+            raise ScheduleError(f"unknown deployment(s) {unknown}; {path} has {[s.name for s in specs]}")
+        specs = [s for s in specs if s.name in only]
+    return specs
+
+
+def _with_home(spec: DeploymentSpec, home: Path | None) -> dict[str, Any]:
+    params = dict(spec.parameters)
+    if home is not None:
+        params["home"] = str(home)
+    return params
+
+
+def to_runner_deployments(specs: list[DeploymentSpec], home: Path | None = None) -> list:
+    """``flow.to_deployment(...)`` for each spec (what :func:`serve` runs)."""
+    out = []
+    for spec in specs:
+        fl = spec.load_flow()
+        out.append(fl.to_deployment(
+            name=spec.name, description=spec.description or None, parameters=_with_home(spec, home),
+            concurrency_limit=spec.concurrency_limit, tags=spec.tags, **spec.schedule_kwargs()))
+    return out
+
+
+def serve(specs: list[DeploymentSpec], home: Path | None = None, limit: int | None = None) -> None:
+    """Register the deployments with the server at ``PREFECT_API_URL`` and run their scheduled runs in this
+    process's subprocesses until interrupted (``prefect.serve``). No work pool or worker needed."""
+    from prefect import serve as prefect_serve
+
+    deployments = to_runner_deployments(specs, home)
+    prefect_serve(*deployments, limit=limit, print_starting_message=True)
+
+
+def ensure_work_pool(name: str = DEFAULT_POOL) -> bool:
+    """Create a ``process`` work pool named ``name`` unless it exists; True when it was created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+            return True
+        if pool.type != "process":
+            raise ScheduleError(f"work pool {name!r} exists with type {pool.type!r}; emoforge deploys to a 'process' pool")
+        return False
+
+
+def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | None = None,
+           source: Path = REPO_ROOT) -> list[str]:
+    """Register every spec as a deployment of the process work pool ``pool`` (created when missing); its code is
+    read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs. Returns the
+    deployment ids. Start a worker with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
+    from prefect import flow as prefect_flow
+
+    ensure_work_pool(pool)
+    ids = []
+    env = {"EMOFORGE_HOME": str(home)} if home is not None else {}
+    for spec in specs:
+        fl = prefect_flow.from_source(source=str(source), entrypoint=spec.entrypoint)
+        dep_id = fl.deploy(
+            name=spec.name, work_pool_name=pool, description=spec.description or None,
+            parameters=_with_home(spec, home), concurrency_limit=spec.concurrency_limit, tags=spec.tags,
+            job_variables={"env": env, "working_dir": str(source)} if env else {"working_dir": str(source)},
+            print_next_steps=False, build=False, push=False, ignore_warnings=True, **spec.schedule_kwargs())
+        ids.append(str(dep_id))
+    return ids
+
+
+# ---- a local Prefect server ---------------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_healthy(api_url: str, timeout: float = 3.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def start_server(prefect_home: Path, port: int | None = None, host: str = "127.0.0.1", timeout: float = 180.0,
+                 log_path: Path | None = None, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` (no UI, loopback) with its database under ``prefect_home``; wait until its
+    health endpoint answers. Returns (process, api_url); the caller stops it with :func:`stop_server`."""
+    port = port or free_port(host)
+    api_url = f"http://{host}:{port}/api"
+    env = dict(os.environ)
+    env.update({"PREFECT_HOME": str(prefect_home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": api_url})
+    env.update(extra_env or {})
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or prefect_home / "server.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
+                             "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ScheduleError(f"prefect server exited with code {proc.returncode}:\n{tail}")
+        if server_healthy(api_url):
+            return proc, api_url
+        time.sleep(0.5)
+    stop_server(proc)
+    raise ScheduleError(f"prefect server on {api_url} not healthy after {timeout:.0f}s (log: {log_path})")
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

@@ -1,0 +1,14 @@
+"""Speech for emoforge dialogues: engines, prosody, casting, content-addressed clips, mixing, ASR checks.
+
+The entry point for the build flow is :func:`flows.speech.pipeline.synthesise_home`.
+"""
+
+from flows.speech.config import AudioBounds, SpeechConfig, load_speech_config
+
+__all__ = ["AudioBounds", "SpeechConfig", "load_speech_config", "synthesise_home"]
+
+
+def synthesise_home(*args, **kwargs):  # lazy: keeps `import flows.speech` light
+    from flows.speech.pipeline import synthesise_home as _impl
+
+    return _impl(*args, **kwargs)

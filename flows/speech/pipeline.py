@@ -1,0 +1,375 @@
+"""``synthesise_home``: voice every accepted dialogue of a home that lacks up-to-date clips.
+
+Steps: select accepted dialogues (a human review's verdict wins over the dialogue status) → cast voices
+(recorded in ``casts``) → plan one clip per turn (content keys) → render the missing files in parallel workers →
+write ``clips`` records (kind ``turn``) → mix each dialogue (kind ``mix``) → ASR round trip (``wer`` per turn clip).
+Every step reads what is on disk first, so a rerun after a kill does only what is left.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import multiprocessing as mp
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.speech import mixing, store
+from flows.speech.casting import Cast, cast_dialogues
+from flows.speech.config import SpeechConfig, load_speech_config
+from flows.speech.engines import EngineError
+from flows.speech.prosody import prosody_table
+from flows.speech.render import Renderer, clip_key
+from flows.speech.synthesis import ClipJob, ClipResult, run_jobs
+from flows.speech.voices import POOLS, Voice, check_pool
+from schemas.records import AudioClip, content_id
+from schemas.taxonomy import load_taxonomy
+from warehouse.store import Warehouse
+
+ACCEPTED_SQL = """
+WITH rv AS (
+    SELECT dialogue_id, verdict FROM reviews WHERE verdict IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY dialogue_id ORDER BY updated_at DESC, id DESC) = 1
+)
+SELECT d.id AS dialogue_id, d.taxonomy
+FROM dialogues d LEFT JOIN rv ON rv.dialogue_id = d.id
+WHERE coalesce(rv.verdict, CASE WHEN d.status = 'accepted' THEN 'accept' END) = 'accept'
+"""
+
+
+class SpeechError(RuntimeError):
+    pass
+
+
+def turn_clip_id(turn_id: str) -> str:
+    return content_id("clp", turn_id, "turn")
+
+
+def mix_clip_id(dialogue_id: str) -> str:
+    return content_id("clp", dialogue_id, "mix")
+
+
+def voice_pool(cfg: SpeechConfig) -> list[Voice]:
+    if cfg.voices:
+        pool = list(cfg.voices)
+    elif cfg.engine == "xtts":
+        raise SpeechError("engine 'xtts' needs speech.voices: one entry per reference speaker "
+                          "({id, engine: xtts, model: <folder under speech.xtts.references>, gender})")
+    else:
+        pool = list(POOLS[cfg.engine])
+    try:
+        return check_pool(pool)
+    except ValueError as exc:
+        raise SpeechError(f"engine {cfg.engine!r}: {exc}") from None
+
+
+def _console(progress: bool):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=not progress)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, disable=console.quiet)
+
+
+def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, progress: bool = True,
+                    config: SpeechConfig | dict | str | Path | None = None, asr: bool | None = None,
+                    dialogue_ids: list[str] | None = None) -> dict[str, Any]:
+    """Voice every accepted dialogue of ``home`` lacking clips; returns counts.
+
+    ``engine``/``workers``/``asr`` override the config (``engine="default"`` keeps the config's engine).
+    """
+    t_start = time.perf_counter()
+    cfg = load_speech_config(config)
+    updates: dict[str, Any] = {"workers": workers}
+    if engine and engine != "default":
+        updates["engine"] = engine
+    cfg = cfg.model_copy(update=updates)
+    if asr is not None:
+        cfg = cfg.model_copy(update={"asr": cfg.asr.model_copy(update={"enabled": asr})})
+    counts: dict[str, Any] = {"dialogues": 0, "turn_clips": 0, "synthesised": 0, "reused": 0, "recorded": 0,
+                              "mixes": 0, "mixes_made": 0, "asr": 0, "engine": cfg.engine}
+    if not cfg.enabled:
+        return counts
+    home = Path(home)
+    wh = Warehouse(home)
+    root = store.audio_root(home)
+    console = _console(progress)
+
+    # -- what to voice
+    acc = wh.query(ACCEPTED_SQL).to_pylist()
+    if dialogue_ids is not None:
+        wanted = set(dialogue_ids)
+        acc = [r for r in acc if r["dialogue_id"] in wanted]
+    if not acc:
+        counts["seconds"] = round(time.perf_counter() - t_start, 2)
+        return counts
+    ids = [r["dialogue_id"] for r in acc]
+    taxonomies = {r["taxonomy"] or "deepdialogue" for r in acc}
+    con = wh.connect()
+    try:
+        con.register("_want", __import__("pyarrow").table({"dialogue_id": ids}))
+        turns = con.sql("SELECT t.* FROM turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
+            .to_arrow_table().to_pylist()
+        old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
+        old_casts = {}
+        if "casts" in wh.tables():
+            old_casts = {r["dialogue_id"]: (r["voice_a"], r["voice_b"])
+                         for r in con.sql("SELECT * FROM casts").to_arrow_table().to_pylist()}
+    finally:
+        con.close()
+
+    # -- prosody (per taxonomy) and casting
+    tables = {}
+    for tname in taxonomies:
+        tax = load_taxonomy(tname)
+        tables[tname] = (tax, prosody_table(tax, cfg.prosody, cfg.intensity))
+    tax_of = {r["dialogue_id"]: r["taxonomy"] or "deepdialogue" for r in acc}
+    pool = voice_pool(cfg)
+    by_voice = {v.id: v for v in pool}
+    casts = cast_dialogues(ids, pool, old_casts, engine=cfg.engine)
+    new_casts = [c for did, c in casts.items() if old_casts.get(did) != (c.voice_a, c.voice_b)]
+    if new_casts:
+        wh.upsert(new_casts)
+
+    # -- plan + engine checks before any work
+    renderer = Renderer(cfg)
+    try:
+        versions = {v.id: renderer.version(v) for v in pool}
+        emotions_by_voice: dict[str, set[str]] = {}
+        jobs: list[ClipJob] = []
+        for t in turns:
+            tax, ptable = tables[tax_of[t["dialogue_id"]]]
+            emo = t["label"] or t["intended_emotion"]
+            if emo not in ptable:
+                raise SpeechError(f"turn {t['id']}: emotion {emo!r} is not in taxonomy {tax.name!r}")
+            cast = casts[t["dialogue_id"]]
+            voice = by_voice[cast.voice_a if t["speaker"] == "A" else cast.voice_b]
+            emotions_by_voice.setdefault(voice.id, set()).add(emo)
+            key = clip_key(t["text"], voice, emo, ptable[emo], versions[voice.id], cfg)
+            jobs.append(ClipJob(key=key, relpath=store.clip_relpath(key), text=t["text"], voice=voice.model_dump(),
+                                emotion=emo, prosody=ptable[emo].model_dump(), dialogue_id=t["dialogue_id"],
+                                turn_id=t["id"], idx=int(t["idx"]), speaker=t["speaker"]))
+        for vid, emos in emotions_by_voice.items():
+            renderer.engine(by_voice[vid].engine).check_voice(by_voice[vid], sorted(emos))
+    except EngineError as exc:
+        raise SpeechError(str(exc)) from None
+    finally:
+        renderer.close()
+
+    counts["dialogues"] = len(ids)
+    counts["turn_clips"] = len(jobs)
+    todo: list[ClipJob] = []
+    results: dict[str, ClipResult] = {}
+    records: list[AudioClip] = []
+
+    def record(job: ClipJob, res: ClipResult) -> None:
+        results[job.key] = res
+        cid = turn_clip_id(job.turn_id)
+        prev = old_clips.get(cid)
+        if prev and prev["path"] == job.relpath and prev["sha256"] == res.sha256:
+            return  # already recorded as is
+        records.append(AudioClip(
+            id=cid, dialogue_id=job.dialogue_id, turn_id=job.turn_id, kind="turn", path=job.relpath,
+            engine=versions[job.voice["id"]], voice=job.voice["id"], emotion=job.emotion,
+            sample_rate=res.sample_rate, duration_s=round(res.duration_s, 4), wer=None, sha256=res.sha256))
+
+    def flush(force: bool = False) -> None:
+        if records and (force or len(records) >= cfg.flush_every):
+            wh.upsert(records)
+            counts["recorded"] += len(records)
+            records.clear()
+
+    seen: set[str] = set()
+    for job in jobs:
+        path = root / job.relpath
+        if path.is_file():
+            prev = old_clips.get(turn_clip_id(job.turn_id))
+            if prev and prev["path"] == job.relpath:
+                results[job.key] = ClipResult(job.key, prev["sample_rate"], prev["duration_s"], prev["sha256"], False)
+            else:
+                sr, dur, sha = store.file_info(path)
+                record(job, ClipResult(job.key, sr, dur, sha, False))
+            counts["reused"] += 1
+        elif job.key in seen:  # same text/voice/emotion twice in this run: rendered once, recorded twice
+            todo.append(job)
+        else:
+            seen.add(job.key)
+            todo.append(job)
+    flush(force=True)
+
+    first = {}
+    dupes = []
+    for job in todo:
+        if job.key in first:
+            dupes.append(job)
+        else:
+            first[job.key] = job
+    with _progress(console) as prog:
+        task = prog.add_task("synthesising", total=len(first), info="")
+        audio_s = 0.0
+
+        def on_result(job: ClipJob, res: ClipResult) -> None:
+            nonlocal audio_s
+            record(job, res)
+            counts["synthesised" if res.synthesised else "reused"] += 1
+            audio_s += res.duration_s
+            prog.update(task, advance=1, info=f"{audio_s / 60:.1f} min audio")
+            flush()
+
+        try:
+            run_jobs(list(first.values()), cfg, root, cfg.workers, on_result)
+        finally:
+            flush(force=True)
+    for job in dupes:
+        record(job, results[job.key])
+        counts["reused"] += 1
+    flush(force=True)
+
+    # -- dialogue mixes
+    counts["mixes"], counts["mixes_made"] = _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of,
+                                                           casts, console)
+    # -- ASR round trip
+    if cfg.asr.enabled:
+        counts["asr"] = run_asr(home, cfg, dialogue_ids=ids, progress=progress)
+    counts["seconds"] = round(time.perf_counter() - t_start, 2)
+    return counts
+
+
+def _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of, casts, console) -> tuple[int, int]:
+    by_dialogue: dict[str, list[ClipJob]] = {}
+    for job in jobs:
+        by_dialogue.setdefault(job.dialogue_id, []).append(job)
+    recs: list[AudioClip] = []
+    made = 0
+    for did, djobs in sorted(by_dialogue.items()):
+        djobs.sort(key=lambda j: j.idx)
+        tax = tables[tax_of[did]][0]
+        gap_list = mixing.gaps(did, [tax.emotion[j.emotion].arousal for j in djobs], cfg.mix)
+        key = mixing.mix_key([j.key for j in djobs], gap_list, cfg.mix, cfg.sample_rate)
+        rel = store.clip_relpath(key, kind="mix")
+        path = root / rel
+        cid = mix_clip_id(did)
+        prev = old_clips.get(cid)
+        if path.is_file() and prev and prev["path"] == rel:
+            continue
+        if path.is_file():
+            sr, dur, sha = store.file_info(path)
+        else:
+            clips = []
+            for j in djobs:
+                x, sr = store.read(root / j.relpath)
+                clips.append(x)
+            samples = mixing.mix(clips, gap_list, cfg.mix, cfg.sample_rate)
+            sha = store.write_wav(path, samples, cfg.sample_rate)
+            sr, dur = cfg.sample_rate, samples.size / cfg.sample_rate
+            made += 1
+        cast = casts[did]
+        recs.append(AudioClip(id=cid, dialogue_id=did, turn_id=None, kind="mix", path=rel, engine=cfg.engine,
+                              voice=f"{cast.voice_a}|{cast.voice_b}", emotion=None, sample_rate=sr,
+                              duration_s=round(dur, 4), wer=None, sha256=sha))
+        if len(recs) >= 256:
+            wh.upsert(recs)
+            recs.clear()
+    if recs:
+        wh.upsert(recs)
+    return len(by_dialogue), made
+
+
+# ---- ASR -----------------------------------------------------------------------------------------
+_ASR_CFG: tuple | None = None
+
+
+def _asr_init(model_dir: str, compute_type: str, beam: int, language: str, threads: int) -> None:
+    global _ASR_CFG
+    _ASR_CFG = (Path(model_dir), compute_type, beam, language, threads)
+
+
+def _asr_job(item: tuple[str, str, str]) -> tuple[str, float, str]:
+    from flows.speech.asr import transcribe, wer
+
+    cid, path, text = item
+    model_dir, compute_type, beam, language, threads = _ASR_CFG
+    hyp = transcribe(Path(path), model_dir, compute_type, beam, language, threads)
+    return cid, wer(text, hyp), hyp
+
+
+def selected_for_asr(clip_id: str, fraction: float) -> bool:
+    if fraction >= 1.0:
+        return True
+    return int(hashlib.sha256(clip_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def run_asr(home: Path, cfg: SpeechConfig, dialogue_ids: list[str] | None = None, progress: bool = True) -> int:
+    """Transcribe turn clips without a WER (a ``fraction`` of them) and record ``wer``; returns how many."""
+    from flows.speech.asr import ASRError, whisper_model_dir
+
+    wh = Warehouse(home)
+    rows = wh.query("SELECT c.*, t.text FROM clips c JOIN turns t ON t.id = c.turn_id "
+                    "WHERE c.kind = 'turn' AND c.wer IS NULL ORDER BY c.id").to_pylist()
+    if dialogue_ids is not None:
+        keep = set(dialogue_ids)
+        rows = [r for r in rows if r["dialogue_id"] in keep]
+    rows = [r for r in rows if selected_for_asr(r["id"], cfg.asr.fraction)]
+    if not rows:
+        return 0
+    try:
+        model_dir = whisper_model_dir(cfg.asr.model_dir)
+    except ASRError as exc:
+        raise SpeechError(str(exc)) from None
+    root = store.audio_root(home)
+    items = [(r["id"], str(root / r["path"]), r["text"]) for r in rows]
+    by_id = {r["id"]: r for r in rows}
+    out: list[AudioClip] = []
+    done = 0
+    init = (str(model_dir), cfg.asr.compute_type, cfg.asr.beam_size, cfg.asr.language, 1)
+
+    def take(cid: str, w: float) -> None:
+        nonlocal done
+        r = dict(by_id[cid])
+        r.pop("text")
+        r["wer"] = round(w, 4)
+        out.append(AudioClip.model_validate(r))
+        done += 1
+        if len(out) >= cfg.flush_every:
+            wh.upsert(out)
+            out.clear()
+
+    console = _console(progress)
+    with _progress(console) as prog:
+        task = prog.add_task("ASR round trip", total=len(items), info="")
+        total_w = 0.0
+        try:
+            if cfg.workers <= 1 or len(items) < 4:
+                _asr_init(*init)
+                for item in items:
+                    cid, w, _ = _asr_job(item)
+                    total_w += w
+                    take(cid, w)
+                    prog.update(task, advance=1, info=f"mean WER {total_w / done:.3f}")
+            else:
+                ctx = mp.get_context("spawn")
+                with cf.ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_asr_init,
+                                            initargs=init) as pool:
+                    for cid, w, _ in pool.map(_asr_job, items, chunksize=4):
+                        total_w += w
+                        take(cid, w)
+                        prog.update(task, advance=1, info=f"mean WER {total_w / done:.3f}")
+        finally:
+            if out:
+                wh.upsert(out)
+    return done
+
+
+def clip_arrays(home: Path, clip_rows: list[dict]) -> list[np.ndarray]:
+    root = store.audio_root(home)
+    return [store.read(root / r["path"])[0] for r in clip_rows]

@@ -1,0 +1,54 @@
+"""Content-addressed clip storage under ``<home>/audio``.
+
+A clip's file name is its content key (sha256 of text, voice, emotion, prosody, engine version and output format,
+see :func:`flows.speech.render.clip_key`): ``clips/<k[:2]>/<k>.wav`` for turns and ``mixes/<k[:2]>/<k>.wav`` for
+dialogue mixes. Files are written to a temporary name and renamed, so a file that exists is complete; the same
+key is never synthesised twice. Format: 16-bit PCM WAV, mono.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def audio_root(home: Path) -> Path:
+    return Path(home) / "audio"
+
+
+def clip_relpath(key: str, kind: str = "turn") -> str:
+    folder = "clips" if kind == "turn" else "mixes"
+    return f"{folder}/{key[:2]}/{key}.wav"
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> str:
+    """Atomically write a 16-bit WAV; returns the sha256 of the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        with open(tmp, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
+def file_info(path: Path) -> tuple[int, float, str]:
+    """(sample rate, duration s, sha256) of an existing clip."""
+    info = sf.info(str(path))
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return int(info.samplerate), float(info.frames) / info.samplerate, digest
+
+
+def read(path: Path) -> tuple[np.ndarray, int]:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    if x.ndim > 1:
+        x = x.mean(axis=1)
+    return x, int(sr)

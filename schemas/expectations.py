@@ -1,0 +1,239 @@
+"""The release gate: Great Expectations (GX Core 1.x, ephemeral context) suites kept as code.
+
+Two suites run on every release before it becomes visible:
+
+* ``utterances`` — row level, run over the utterance Parquet files in chunks (memory stays bounded): no empty text,
+  emotions and mapped labels in the taxonomy, speakers alternate, words per turn within bounds, difficulty within
+  its range, bucket and split valid;
+* ``dialogues`` — one row per dialogue, with per-dialogue aggregates of its utterances computed by DuckDB: ids
+  unique, turn count within bounds and equal to the utterances present (indices 0..n-1), splits disjoint by
+  dialogue and by normalised text hash, difficulty within its range.
+
+A failing expectation is reported with the rows it failed on (dialogue id, utterance index).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from emoforge.config import PublishConfig
+from schemas.difficulty import max_difficulty
+from schemas.taxonomy import Taxonomy
+
+SPLITS = ["train", "validation", "test"]
+MAX_LISTED = 20
+
+
+@dataclass
+class Failure:
+    suite: str
+    expectation: str
+    kwargs: dict[str, Any]
+    unexpected_count: int
+    rows: list[Any] = field(default_factory=list)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k not in ("value_set",))
+        rows = ", ".join(str(r) for r in self.rows[:MAX_LISTED])
+        more = f" (+{self.unexpected_count - MAX_LISTED} more)" if self.unexpected_count > MAX_LISTED else ""
+        return f"[{self.suite}] {self.expectation}({args}) failed on {self.unexpected_count} row(s): {rows}{more}"
+
+
+@dataclass
+class GateResult:
+    success: bool
+    failures: list[Failure]
+    checked: dict[str, int]
+    results: list[dict]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "success": self.success,
+                "checked": self.checked,
+                "failures": [f.__dict__ for f in self.failures],
+                "results": self.results,
+            },
+            indent=1,
+            default=str,
+        )
+
+    def summary(self) -> str:
+        if self.success:
+            return f"release gate passed ({self.checked})"
+        return "release gate FAILED:\n" + "\n".join("  " + f.describe() for f in self.failures)
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return gx
+
+
+def utterance_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
+    E = gx.expectations
+    v = cfg.validation
+    emotions = taxonomy.emotion_names
+    exps = [
+        E.ExpectColumnValuesToNotBeNull(column="text"),
+        E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
+        E.ExpectColumnValuesToBeInSet(column="emotion", value_set=emotions),
+        E.ExpectColumnValuesToBeInSet(column="intended_emotion", value_set=emotions),
+        E.ExpectColumnValuesToBeInSet(column="speaker", value_set=["A", "B"]),
+        E.ExpectColumnPairValuesToBeEqual(column_A="speaker", column_B="expected_speaker"),
+        E.ExpectColumnValuesToBeBetween(column="n_words", min_value=v.min_words_per_turn, max_value=v.max_words_per_turn),
+        E.ExpectColumnValuesToBeBetween(column="difficulty", min_value=0.0, max_value=max_difficulty(cfg.difficulty.k, cfg.difficulty.b)),
+        E.ExpectColumnValuesToBeBetween(column="bucket", min_value=0, max_value=cfg.difficulty.buckets - 1),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
+        E.ExpectColumnValuesToBeInSet(column="label_source", value_set=["intended", "human", "import"]),
+    ]
+    for name, mapping in taxonomy.mappings.items():
+        exps.append(E.ExpectColumnValuesToBeInSet(column=f"label_{name}", value_set=list(mapping.labels)))
+    return "utterances", exps
+
+
+def dialogue_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
+    E = gx.expectations
+    v = cfg.validation
+    return "dialogues", [
+        E.ExpectColumnValuesToBeUnique(column="dialogue_id"),
+        E.ExpectColumnValuesToBeBetween(column="n_turns", min_value=v.min_turns, max_value=v.max_turns),
+        E.ExpectColumnPairValuesToBeEqual(column_A="n_turns", column_B="n_utterances"),
+        E.ExpectColumnPairValuesToBeEqual(column_A="n_turns", column_B="n_distinct_idx"),
+        E.ExpectColumnValuesToBeBetween(column="min_idx", min_value=0, max_value=0),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
+        E.ExpectColumnValuesToBeBetween(column="difficulty", min_value=0.0, max_value=max_difficulty(cfg.difficulty.k, cfg.difficulty.b)),
+        E.ExpectColumnValuesToBeUnique(column="split_text_hash"),
+    ]
+
+
+class _Runner:
+    def __init__(self) -> None:
+        self.gx = _gx()
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context = self.gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.source = self.context.data_sources.add_pandas("emoforge")
+        self._n = 0
+
+    def run(self, suite_name: str, expectations: list, df: pd.DataFrame, index_cols: list[str]) -> tuple[list[Failure], list[dict]]:
+        self._n += 1
+        asset = self.source.add_dataframe_asset(f"{suite_name}_{self._n}")
+        batch_def = asset.add_batch_definition_whole_dataframe("all")
+        suite = self.gx.ExpectationSuite(name=f"{suite_name}_{self._n}")
+        for exp in expectations:
+            suite.add_expectation(exp)
+        suite = self.context.suites.add(suite)
+        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(
+            suite,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols,
+                           "partial_unexpected_count": MAX_LISTED},
+        )
+        failures = []
+        summaries = []
+        for r in result.results:
+            cfg = r.expectation_config
+            res = r.result or {}
+            summaries.append({"suite": suite_name, "expectation": cfg.type, "success": bool(r.success),
+                              "unexpected_count": res.get("unexpected_count", 0)})
+            if r.success:
+                continue
+            idx = res.get("unexpected_index_list") or []
+            rows = [":".join(str(d.get(c)) for c in index_cols) if isinstance(d, dict) else str(d) for d in idx[:MAX_LISTED]]
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                rows = [r.exception_info.get("exception_message")]
+            kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("result_format", "batch_id")}
+            failures.append(Failure(suite_name, cfg.type, kwargs, int(res.get("unexpected_count") or len(rows)), rows))
+        return failures, summaries
+
+
+def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_rows: int) -> Iterable[pd.DataFrame]:
+    cols = ["dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
+            "n_words", "difficulty", "bucket", "split"] + [f"label_{m}" for m in mapping_names]
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+            df = batch.to_pandas()
+            df["expected_speaker"] = df["utterance_idx"].map(lambda i: "A" if i % 2 == 0 else "B")
+            yield df
+
+
+def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
+    import duckdb
+
+    utt = str(data_dir / "utterances" / "*.parquet").replace("'", "''")
+    dlg = str(data_dir / "dialogues" / "*.parquet").replace("'", "''")
+    con = duckdb.connect()
+    try:
+        return con.sql(
+            f"""
+            WITH u AS (
+                SELECT dialogue_id, count(*) AS n_utterances, count(DISTINCT utterance_idx) AS n_distinct_idx,
+                       min(utterance_idx) AS min_idx
+                FROM read_parquet('{utt}') GROUP BY dialogue_id
+            ), d AS (
+                SELECT dialogue_id, n_turns, split, difficulty, text_hash FROM read_parquet('{dlg}')
+            ), leak AS (
+                SELECT text_hash, count(DISTINCT split) AS n_splits FROM d GROUP BY text_hash
+            )
+            SELECT d.dialogue_id, d.n_turns, d.split, d.difficulty,
+                   coalesce(u.n_utterances, 0) AS n_utterances, coalesce(u.n_distinct_idx, 0) AS n_distinct_idx,
+                   coalesce(u.min_idx, 0) AS min_idx,
+                   -- one value per (text hash, split): unique unless the same text sits in two splits
+                   CASE WHEN leak.n_splits > 1 THEN d.text_hash ELSE d.dialogue_id END AS split_text_hash
+            FROM d LEFT JOIN u USING (dialogue_id) LEFT JOIN leak USING (text_hash)
+            ORDER BY d.dialogue_id
+            """
+        ).df()
+    finally:
+        con.close()
+
+
+def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chunk_rows: int = 250_000) -> GateResult:
+    """Run both suites over ``data_dir`` (the ``data/`` folder of a release being built)."""
+    runner = _Runner()
+    failures: list[Failure] = []
+    results: list[dict] = []
+    checked = {"utterances": 0, "dialogues": 0}
+    files = sorted((data_dir / "utterances").glob("*.parquet"))
+    for df in _utterance_frames(files, list(taxonomy.mappings), chunk_rows):
+        if df.empty:
+            continue
+        checked["utterances"] += len(df)
+        u_name, u_exps = utterance_suite(runner.gx, taxonomy, cfg)  # an expectation belongs to one suite
+        f, r = runner.run(u_name, u_exps, df, ["dialogue_id", "utterance_idx"])
+        failures.extend(f)
+        results.extend(r)
+    d_name, d_exps = dialogue_suite(runner.gx, taxonomy, cfg)
+    ddf = _dialogue_frame(data_dir)
+    checked["dialogues"] = len(ddf)
+    if len(ddf):
+        f, r = runner.run(d_name, d_exps, ddf, ["dialogue_id"])
+        failures.extend(f)
+        results.extend(r)
+    return GateResult(success=not failures, failures=_merge(failures), checked=checked, results=results)
+
+
+def _merge(failures: list[Failure]) -> list[Failure]:
+    """One failure per (suite, expectation, kwargs) across chunks."""
+    merged: dict[str, Failure] = {}
+    for f in failures:
+        key = json.dumps([f.suite, f.expectation, f.kwargs], sort_keys=True, default=str)
+        if key in merged:
+            merged[key].unexpected_count += f.unexpected_count
+            merged[key].rows.extend(f.rows[: max(0, MAX_LISTED - len(merged[key].rows))])
+        else:
+            merged[key] = Failure(f.suite, f.expectation, dict(f.kwargs), f.unexpected_count, list(f.rows))
+    return list(merged.values())

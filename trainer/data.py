@@ -1,0 +1,188 @@
+"""Utterances for ERC, read from a published release or from imported real data, with labels under a named mapping.
+
+A *mapping* is a name: ``identity`` (the release's own emotions, column ``emotion``), a taxonomy mapping the release
+carries (``erc7`` -> column ``label_erc7``), or an imported dataset's own label set (``dailydialog``, ``meld``).
+Imported data maps through :mod:`warehouse.importers.labels` (DailyDialog ``happiness`` -> ``joy`` under ``erc7``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from warehouse.importers.labels import LABEL_SETS
+from warehouse.releases import hash_file, read_manifest, resolve_release
+from warehouse.store import Warehouse
+
+SPLITS = ("train", "validation", "test")
+IDENTITY = "identity"
+
+
+class TrainerDataError(ValueError):
+    """Data the trainer cannot use; the message names the release, mapping or source."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    uid: str  # "<dialogue_id>:<utterance_idx>"
+    dialogue_id: str
+    idx: int
+    speaker: str
+    text: str
+    label: str  # under the mapping
+    split: str
+    source: str  # "release" or the imported dataset's name
+    bucket: int | None = None
+    difficulty: float | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseRef:
+    version: str
+    path: Path
+    manifest: dict
+
+    def labels(self, mapping: str) -> list[str]:
+        tax = self.manifest.get("taxonomy", {})
+        if mapping in (IDENTITY, tax.get("name")):
+            return list(tax["emotions"])
+        maps = tax.get("mappings", {})
+        if mapping not in maps:
+            raise TrainerDataError(
+                f"release {self.version} has no label mapping {mapping!r}; it has: "
+                f"{', '.join([IDENTITY, *sorted(maps)])}")
+        return list(maps[mapping])
+
+    @property
+    def n_buckets(self) -> int:
+        return int(self.manifest.get("difficulty", {}).get("buckets", 2))
+
+
+def open_release(home: str | Path, version: str) -> ReleaseRef:
+    """The registered release ``version`` (refused when unknown); the utterance files are checked against the
+    manifest's sha256 so a corrupted release is refused before training on it."""
+    path = resolve_release(home, version)
+    manifest = read_manifest(path)
+    files = manifest.get("files", {})
+    for split in SPLITS:
+        rel = f"data/utterances/{split}.parquet"
+        meta = files.get(rel)
+        if meta is None:
+            raise TrainerDataError(f"release {version}: {rel} is not in its manifest")
+        if not (path / rel).is_file():
+            raise TrainerDataError(f"release {version}: {rel} is missing")
+        if hash_file(path / rel) != meta["sha256"]:
+            raise TrainerDataError(f"release {version}: {rel} does not match its manifest checksum (corrupted?)")
+    return ReleaseRef(version=manifest.get("version", version), path=path, manifest=manifest)
+
+
+def release_fingerprint(release: ReleaseRef) -> str:
+    files = release.manifest.get("files", {})
+    return json.dumps({s: files[f"data/utterances/{s}.parquet"]["sha256"] for s in SPLITS}, sort_keys=True)
+
+
+def release_utterances(release: ReleaseRef, mapping: str, splits: tuple[str, ...] = SPLITS) -> list[Utterance]:
+    release.labels(mapping)  # refuses an unknown mapping
+    column = "emotion" if mapping in (IDENTITY, release.manifest["taxonomy"].get("name")) else f"label_{mapping}"
+    out: list[Utterance] = []
+    for split in splits:
+        table = pq.read_table(release.path / "data" / "utterances" / f"{split}.parquet")
+        if column not in table.column_names:
+            raise TrainerDataError(f"release {release.version}: {split} utterances have no column {column!r}")
+        cols = {c: table.column(c).to_pylist() for c in
+                ("dialogue_id", "utterance_idx", "speaker", "text", column, "difficulty", "bucket")}
+        for i in range(table.num_rows):
+            label = cols[column][i]
+            if label is None:
+                raise TrainerDataError(
+                    f"release {release.version}: utterance {cols['dialogue_id'][i]}:{cols['utterance_idx'][i]} "
+                    f"has no label under mapping {mapping!r}")
+            did, idx = cols["dialogue_id"][i], int(cols["utterance_idx"][i])
+            out.append(Utterance(uid=f"{did}:{idx}", dialogue_id=did, idx=idx, speaker=cols["speaker"][i],
+                                 text=cols["text"][i], label=label, split=split, source="release",
+                                 bucket=cols["bucket"][i], difficulty=cols["difficulty"][i]))
+    out.sort(key=lambda u: (u.dialogue_id, u.idx))
+    return out
+
+
+def imported_sources(home: str | Path) -> dict[str, list[str]]:
+    """Imported datasets in the warehouse and their splits, e.g. ``{'dailydialog': ['test', 'train', ...]}``."""
+    wh = Warehouse(home)
+    if "dialogues" not in wh.tables():
+        return {}
+    rows = wh.query("SELECT DISTINCT source, source_split FROM dialogues WHERE source_split IS NOT NULL "
+                    "ORDER BY 1, 2") if _has_column(wh, "dialogues", "source_split") else None
+    out: dict[str, list[str]] = {}
+    if rows is not None:
+        for src, split in zip(rows.column("source").to_pylist(), rows.column("source_split").to_pylist()):
+            out.setdefault(src, []).append(split)
+    return out
+
+
+def _has_column(wh: Warehouse, table: str, column: str) -> bool:
+    con = wh.connect()
+    try:
+        return column in [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    finally:
+        con.close()
+
+
+def supports_mapping(source: str, mapping: str) -> bool:
+    ls = LABEL_SETS.get(source)
+    return ls is not None and ls.supports(mapping)
+
+
+def imported_utterances(home: str | Path, source: str, split: str, mapping: str) -> list[Utterance]:
+    """Turns of the imported dataset ``source`` in its own ``split``, labels under ``mapping``."""
+    ls = LABEL_SETS.get(source)
+    if ls is None:
+        raise TrainerDataError(f"unknown imported source {source!r}; known: {sorted(LABEL_SETS)}")
+    if not ls.supports(mapping):
+        raise TrainerDataError(f"imported source {source!r} has no mapping onto {mapping!r} "
+                               f"(it maps onto: {', '.join([ls.name, *sorted(ls.mappings)])})")
+    known = imported_sources(home)
+    if split not in known.get(source, []):
+        raise TrainerDataError(f"no {split} split of {source!r} imported in {Path(home)}; "
+                               f"run `emoforge import {source} PATH` first (imported: {known or 'nothing'})")
+    table = Warehouse(home).query(
+        "SELECT t.dialogue_id, t.idx, coalesce(t.speaker_name, t.speaker) AS speaker, t.text, t.label "
+        "FROM turns t JOIN dialogues d ON d.id = t.dialogue_id "
+        "WHERE d.source = ? AND d.source_split = ? AND d.status = 'accepted' ORDER BY t.dialogue_id, t.idx",
+        [source, split])
+    cols = [table.column(c).to_pylist() for c in ("dialogue_id", "idx", "speaker", "text", "label")]
+    return [Utterance(uid=f"{d}:{i}", dialogue_id=d, idx=int(i), speaker=s, text=t, label=ls.map(lab, mapping),
+                      split=split, source=source) for d, i, s, t, lab in zip(*cols)]
+
+
+def cap_dialogues(utts: list[Utterance], max_utterances: int | None) -> list[Utterance]:
+    """A deterministic subset of whole dialogues (ordered by a hash of their id) with at most ``max_utterances``."""
+    if max_utterances is None or len(utts) <= max_utterances:
+        return utts
+    import hashlib
+
+    by_dlg: dict[str, list[Utterance]] = {}
+    for u in utts:
+        by_dlg.setdefault(u.dialogue_id, []).append(u)
+    order = sorted(by_dlg, key=lambda d: hashlib.sha256(d.encode()).hexdigest())
+    keep: set[str] = set()
+    n = 0
+    for d in order:
+        if n + len(by_dlg[d]) > max_utterances and keep:
+            continue
+        keep.add(d)
+        n += len(by_dlg[d])
+        if n >= max_utterances:
+            break
+    return [u for u in utts if u.dialogue_id in keep]
+
+
+def by_dialogue(utts: list[Utterance]) -> dict[str, list[Utterance]]:
+    out: dict[str, list[Utterance]] = {}
+    for u in utts:
+        out.setdefault(u.dialogue_id, []).append(u)
+    for v in out.values():
+        v.sort(key=lambda u: u.idx)
+    return out

@@ -1,0 +1,464 @@
+"""Curriculum LoRA fine-tuning of a causal LM for ERC (PRC-Emo), from a published release.
+
+``train(home, version, base_model, out, cfg)``:
+
+1. reads the release (checksums verified), builds one sample per utterance (:mod:`trainer.export`), attaches k
+   retrieved demonstrations from the retrieval library (:mod:`trainer.retrieval`, cached per input fingerprint);
+2. orders training by the curriculum (:mod:`trainer.curriculum`): each phase its buckets, its epochs, a fresh
+   AdamW and a fresh linear schedule with warm-up;
+3. trains LoRA adapters (r=32, alpha=128, dropout 0.05, every linear layer; lr 3e-4; 3 % warm-up) with the loss on
+   the answer tokens only; 4-bit QLoRA (NF4, double quantisation, bf16 compute) when a CUDA GPU and bitsandbytes are
+   present, bf16 LoRA on a GPU without bitsandbytes, fp32 LoRA on CPU;
+4. after every phase evaluates weighted-F1 and accuracy on the release's test split and on every imported real
+   test set that maps onto the label mapping, and saves the phase's adapter.
+
+Output folder::
+
+    OUT/adapter_config.json, adapter_model.safetensors   final adapter (PEFT)
+    OUT/metrics.json                                     per phase and per test set; updated after every phase
+    OUT/phases/phase-<n>/order.jsonl                     the samples in the order they were trained (with bucket)
+    OUT/phases/phase-<n>/adapter/                        the adapter after phase n
+    OUT/phases/phase-<n>/predictions-<set>.jsonl         gold and predicted label per test sample
+    OUT/phases/phase-<n>/done.json                       phase metrics; a re-run skips finished phases
+
+A killed run resumes at the first unfinished phase (that phase starts over); a folder holding a run with other
+settings is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
+from trainer.data import (
+    TrainerDataError, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
+    supports_mapping,
+)
+from trainer.evaluate import classification_metrics, score_labels
+from trainer.export import ErcSample, ExportOptions, attach_demonstrations, make_samples
+from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    mapping: str = "erc7"
+    window: int = 5
+    future: int = 0
+    k: int = 3
+    max_chars: int = 400
+    # curriculum
+    epochs: int = 3
+    buckets: int | None = None  # None: the release's buckets
+    schedule: str | None = None  # e.g. "0:1;0,1:1;all:1"; None: PRC-Emo default from buckets and epochs
+    # LoRA / optimisation
+    lora_r: int = 32
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    lr: float = 3e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 1024
+    qlora: bool | None = None  # None: when a GPU and bitsandbytes are present
+    gradient_checkpointing: bool | None = None  # None: on with QLoRA
+    # size limits (smoke runs, CPU)
+    max_train_samples: int | None = None  # whole dialogues, deterministic subset
+    max_steps_per_phase: int | None = None
+    max_eval: int | None = None  # utterances per test set
+    eval_batch_size: int = 8
+    eval_sets: tuple[str, ...] | None = None  # imported sources to test on; None: every one that maps
+    # retrieval library
+    library_sources: tuple[str, ...] | None = None
+    library_max_per_source: int | None = None
+    embedder: str | None = None
+    seed: int = 0
+
+    def fingerprint(self, release: str, base_model: str) -> str:
+        blob = json.dumps({"cfg": asdict(self), "release": release, "base": base_model}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- model ------------------------------------------------------------------------------------------------
+def _has_bitsandbytes() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def load_base_model(path: str | Path, qlora: bool | None = None):
+    """(model, tokenizer, info) from a local Hugging Face model folder or a GGUF file, never downloading."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TrainError(f"base model {p} not found: pass a local Hugging Face model folder or a .gguf file "
+                         f"(a tiny test model: `emoforge tiny-model DIR`)")
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    folder = p
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise TrainError(f"base model {p}: a file must be a .gguf model; otherwise pass the model folder")
+        try:
+            import gguf  # noqa: F401
+        except ImportError:
+            raise TrainError("loading a GGUF base model needs the `gguf` package: `uv pip install gguf`") from None
+        folder, kwargs["gguf_file"] = p.parent, p.name
+    elif not (p / "config.json").is_file():
+        raise TrainError(f"base model {p}: no config.json (not a Hugging Face model folder)")
+    cuda = torch.cuda.is_available()
+    use_qlora = (cuda and _has_bitsandbytes()) if qlora is None else qlora
+    if use_qlora and not cuda:
+        raise TrainError("QLoRA needs a CUDA GPU; none is visible (drop --qlora to train plain LoRA on CPU)")
+    if use_qlora and not _has_bitsandbytes():
+        raise TrainError("QLoRA needs bitsandbytes: `uv pip install bitsandbytes` (or pass --no-qlora)")
+    tok = AutoTokenizer.from_pretrained(str(folder), **kwargs)
+    if use_qlora:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = {"": 0}
+    elif cuda:
+        kwargs["dtype"] = torch.bfloat16
+    else:
+        kwargs["dtype"] = torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except OSError as exc:
+        raise TrainError(f"base model {p} cannot be loaded offline: {exc}") from None
+    if cuda and not use_qlora:
+        model.to("cuda")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise TrainError(f"base model {p}: its tokenizer has no end-of-sequence token")
+    info = {"path": str(p), "device": "cuda" if cuda else "cpu", "qlora": bool(use_qlora),
+            "dtype": str(next(model.parameters()).dtype)}
+    return model, tok, info
+
+
+def _chat_prompt(tok, messages: list[dict[str, str]]) -> str:
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + "<|im_start|>assistant\n"
+
+
+@dataclass
+class Encoded:
+    sample: ErcSample
+    prompt: list[int]
+    answer: list[int]
+    truncated: bool = False
+    window: int = 0
+    k: int = 0
+
+
+class Encoder:
+    """Token ids of a sample's prompt and answer, fitted into ``max_length`` by showing fewer context turns, then
+    fewer demonstrations, then cutting the prompt's start."""
+
+    def __init__(self, tok, labels: list[str], opts: ExportOptions, max_length: int):
+        self.tok, self.labels, self.opts, self.max_length = tok, labels, opts, max_length
+        self.label_ids = [self.tok(lab, add_special_tokens=False).input_ids + [tok.eos_token_id] for lab in labels]
+        self.answer_room = max(len(a) for a in self.label_ids)
+        if self.max_length <= self.answer_room + 8:
+            raise TrainError(f"max_length {max_length} leaves no room for a prompt")
+
+    def encode(self, s: ErcSample) -> Encoded:
+        answer = self.label_ids[self.labels.index(s.label)]
+        budget = self.max_length - self.answer_room
+        w, k = len(s.context), len(s.demos)
+        tries = [(ww, k) for ww in range(w, 0, -1)] + [(min(w, 1), kk) for kk in range(k - 1, -1, -1)] + [(0, 0)]
+        ids: list[int] = []
+        for ww, kk in tries:
+            msgs = s.messages(self.labels, self.opts, window=ww, k=kk)[:-1]
+            ids = self.tok(_chat_prompt(self.tok, msgs), add_special_tokens=False).input_ids
+            if len(ids) <= budget:
+                return Encoded(s, ids, answer, False, ww, kk)
+        return Encoded(s, ids[-budget:], answer, True, 0, 0)
+
+
+# ---- data -------------------------------------------------------------------------------------------------
+@dataclass
+class Prepared:
+    labels: list[str]
+    train: list[ErcSample]
+    tests: dict[str, list[ErcSample]]
+    library: dict | None
+    buckets: list[int]
+    schedule: list[Phase]
+    n_buckets: int
+
+
+def prepare(home: str | Path, version: str, cfg: TrainConfig, log: Callable[[str], None] = print) -> Prepared:
+    release = open_release(home, version)
+    labels = release.labels(cfg.mapping)
+    opts = ExportOptions(mapping=cfg.mapping, window=cfg.window, future=cfg.future, k=cfg.k, max_chars=cfg.max_chars)
+    train_utts = cap_dialogues(release_utterances(release, cfg.mapping, ("train",)), cfg.max_train_samples)
+    test_utts = cap_dialogues(release_utterances(release, cfg.mapping, ("test",)), cfg.max_eval)
+    if not train_utts:
+        raise TrainerDataError(f"release {version} has no training utterances")
+    train = make_samples(train_utts, opts)
+    tests = {"release_test": make_samples(test_utts, opts)} if test_utts else {}
+    available = imported_sources(home)
+    wanted = cfg.eval_sets if cfg.eval_sets is not None else tuple(
+        s for s in sorted(available) if "test" in available[s] and supports_mapping(s, cfg.mapping))
+    for src in wanted:
+        utts = cap_dialogues(imported_utterances(home, src, "test", cfg.mapping), cfg.max_eval)
+        bad = sorted({u.label for u in utts} - set(labels))
+        if bad:
+            raise TrainerDataError(f"{src} test labels {bad} are not in the {cfg.mapping!r} label list {labels}")
+        tests[f"{src}_test"] = make_samples(utts, opts)
+    if not tests:
+        raise TrainerDataError(f"release {version} has no test split and no imported real test set maps onto "
+                               f"{cfg.mapping!r}: nothing to evaluate on")
+    library_info = None
+    if cfg.k > 0:
+        cache = EmbeddingCache(home, Embedder(cfg.embedder))
+        lib = build_library(home, release, LibraryOptions(mapping=cfg.mapping, sources=cfg.library_sources,
+                                                          max_per_source=cfg.library_max_per_source), cache=cache)
+        log(f"retrieval library {lib.fingerprint}: {len(lib)} entries {lib.meta['by_source']} "
+            f"({'built' if lib.built else 'cached'})")
+        for group in [train, *tests.values()]:
+            attach_demonstrations(group, lib, cache, cfg.k)
+        library_info = {"fingerprint": lib.fingerprint, "entries": len(lib), "by_source": lib.meta["by_source"],
+                        "built": lib.built, "dir": str(lib.dir)}
+    # buckets
+    if cfg.buckets is None or cfg.buckets == release.n_buckets:
+        n_buckets = release.n_buckets
+        buckets = [int(s.bucket) for s in train]
+    else:
+        n_buckets = cfg.buckets
+        dif = {s.dialogue_id: float(s.difficulty) for s in train}
+        mapping = rebucket(dif, sorted(dif), n_buckets)
+        buckets = [mapping[s.dialogue_id] for s in train]
+    schedule = parse_schedule(cfg.schedule, n_buckets) if cfg.schedule else default_schedule(n_buckets, cfg.epochs)
+    return Prepared(labels, train, tests, library_info, buckets, schedule, n_buckets)
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+def _collate(batch: list[Encoded], pad_id: int):
+    """Left-padded ids, mask, position ids, and the answer targets aligned with the last ``keep`` logits: every
+    answer ends at the last position, so only ``keep`` = longest answer + 1 positions need logits."""
+    import torch
+
+    width = max(len(e.prompt) + len(e.answer) for e in batch)
+    keep = max(len(e.answer) for e in batch) + 1
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    targets = torch.full((len(batch), keep), -100, dtype=torch.long)
+    for i, e in enumerate(batch):
+        seq = e.prompt + e.answer
+        ids[i, width - len(seq):] = torch.tensor(seq)
+        mask[i, width - len(seq):] = 1
+        n = len(e.answer)
+        targets[i, keep - n - 1:keep - 1] = torch.tensor(e.answer)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, pos, targets, keep
+
+
+def answer_loss(model, batch: list[Encoded], pad_id: int, device):
+    """Mean cross-entropy over the answer tokens (the prompt is context only)."""
+    import torch
+
+    ids, mask, pos, targets, keep = _collate(batch, pad_id)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                logits_to_keep=keep)
+    logits = out.logits.float()
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1),
+                                             ignore_index=-100)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: int, batch_size: int,
+                  out_dir: Path | None = None) -> dict[str, dict]:
+    was_training = model.training
+    model.eval()
+    results = {}
+    for name, items in tests.items():
+        t0 = time.perf_counter()
+        scores = score_labels(model, [e.prompt for e in items], enc.label_ids, pad_id, batch_size)
+        pred = [enc.labels[i] for i in scores.argmax(dim=1).tolist()]
+        gold = [e.sample.label for e in items]
+        m = classification_metrics(gold, pred, enc.labels)
+        m["seconds"] = round(time.perf_counter() - t0, 3)
+        results[name] = m
+        if out_dir is not None:
+            lines = "".join(json.dumps({"id": e.sample.id, "gold": g, "pred": p}) + "\n" for e, g, p in zip(items, gold, pred))
+            (out_dir / f"predictions-{name}.jsonl").write_text(lines)
+    if was_training:
+        model.train()
+    return results
+
+
+def train(home: str | Path, version: str, base_model: str | Path, out: str | Path, cfg: TrainConfig | None = None,
+          log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import get_linear_schedule_with_warmup
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fp = cfg.fingerprint(version, str(Path(base_model).expanduser().resolve()))
+    metrics_path = out / "metrics.json"
+    if metrics_path.is_file():
+        old = json.loads(metrics_path.read_text())
+        if old.get("fingerprint") != fp:
+            raise TrainError(f"{out} holds a training run with other settings (release {old.get('release')}, "
+                             f"base model {old.get('base_model')}); use another --out folder")
+    t_start = time.perf_counter()
+    prep = prepare(home, version, cfg, log)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, tok, info = load_base_model(base_model, cfg.qlora)
+    opts = ExportOptions(mapping=cfg.mapping, window=cfg.window, future=cfg.future, k=cfg.k, max_chars=cfg.max_chars)
+    enc = Encoder(tok, prep.labels, opts, cfg.max_length)
+    train_enc = [enc.encode(s) for s in prep.train]
+    test_enc = {name: [enc.encode(s) for s in items] for name, items in prep.tests.items()}
+    n_trunc = sum(e.truncated for e in train_enc) + sum(e.truncated for v in test_enc.values() for e in v)
+    if info["qlora"]:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing is not False)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM", bias="none")
+    model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    device = next(model.parameters()).device
+    pad_id = tok.pad_token_id
+    bucket_counts: dict[str, int] = {}
+    for b in prep.buckets:
+        bucket_counts[str(b)] = bucket_counts.get(str(b), 0) + 1
+    metrics: dict[str, Any] = {
+        "fingerprint": fp, "release": version, "base_model": str(base_model), "mapping": cfg.mapping,
+        "labels": prep.labels, "config": asdict(cfg), "model": info,
+        "parameters": {"trainable": trainable, "total": total}, "library": prep.library,
+        "n_train": len(train_enc), "test_sets": {k: len(v) for k, v in test_enc.items()},
+        "truncated_prompts": n_trunc, "buckets": bucket_counts, "n_buckets": prep.n_buckets,
+        "schedule": [asdict(p) for p in prep.schedule], "phases": [], "complete": False,
+    }
+    log(f"training {len(train_enc)} samples ({bucket_counts} by bucket) on {info['device']}"
+        f"{' with 4-bit QLoRA' if info['qlora'] else ''}; {trainable:,} of {total:,} parameters trainable; "
+        + "; ".join(p.describe() for p in prep.schedule))
+    train_seconds, train_samples = 0.0, 0
+    for phase in prep.schedule:
+        pdir = out / "phases" / f"phase-{phase.index}"
+        done = pdir / "done.json"
+        if done.is_file() and (pdir / "adapter" / "adapter_model.safetensors").is_file():
+            record = json.loads(done.read_text())
+            if record.get("fingerprint") == fp:
+                set_peft_model_state_dict(model, load_file(str(pdir / "adapter" / "adapter_model.safetensors")))
+                metrics["phases"].append(record["metrics"])
+                log(f"{phase.describe()}: done earlier, adapter reloaded")
+                continue
+        pdir.mkdir(parents=True, exist_ok=True)
+        orders = epoch_orders(prep.buckets, phase, cfg.seed)
+        steps_per_epoch = math.ceil(len(orders[0]) / (cfg.batch_size * cfg.grad_accum))
+        total_steps = steps_per_epoch * phase.epochs
+        if cfg.max_steps_per_phase is not None:
+            total_steps = min(total_steps, cfg.max_steps_per_phase)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = get_linear_schedule_with_warmup(optim, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
+        model.train()
+        step, seen, loss_sum, loss_n = 0, 0, 0.0, 0
+        t0 = time.perf_counter()
+        order_log = open(pdir / "order.jsonl", "w")
+        bar = _Progress(progress, f"phase {phase.index} buckets {list(phase.buckets)}", total_steps)
+        try:
+            for epoch, order in enumerate(orders):
+                micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+                for mi, idx in enumerate(micro):
+                    if step >= total_steps:
+                        break
+                    batch = [train_enc[i] for i in idx]
+                    for i in idx:
+                        order_log.write(json.dumps({"epoch": epoch, "step": step, "id": train_enc[i].sample.id,
+                                                    "bucket": prep.buckets[i]}) + "\n")
+                    loss = answer_loss(model, batch, pad_id, device)
+                    (loss / cfg.grad_accum).backward()
+                    loss_sum += float(loss.detach())
+                    loss_n += 1
+                    seen += len(batch)
+                    if (mi + 1) % cfg.grad_accum == 0 or mi == len(micro) - 1:
+                        torch.nn.utils.clip_grad_norm_(params, 1.0)
+                        optim.step()
+                        sched.step()
+                        optim.zero_grad(set_to_none=True)
+                        step += 1
+                        bar.advance(loss_sum / loss_n)
+        finally:
+            order_log.close()
+            bar.close()
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        train_samples += seen
+        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir)
+        record = {
+            "phase": phase.index, "buckets": list(phase.buckets), "epochs": phase.epochs, "samples": seen,
+            "steps": step, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),
+            "samples_per_s": seen / seconds if seconds else None, "lr": cfg.lr,
+            "warmup_steps": math.ceil(cfg.warmup_ratio * total_steps), "eval": evals,
+        }
+        model.save_pretrained(str(pdir / "adapter"))
+        _write_json(done, {"fingerprint": fp, "metrics": record})
+        metrics["phases"].append(record)
+        _write_json(metrics_path, metrics)
+        log(f"{phase.describe()}: loss {record['train_loss']:.4f}, "
+            + ", ".join(f"{k} weighted-F1 {v['weighted_f1']:.4f} acc {v['accuracy']:.4f}" for k, v in evals.items()))
+    model.save_pretrained(str(out))
+    metrics["final"] = metrics["phases"][-1]["eval"]
+    metrics["samples_per_s"] = train_samples / train_seconds if train_seconds else None
+    metrics["seconds_total"] = round(time.perf_counter() - t_start, 3)
+    metrics["adapter"] = str(out)
+    metrics["complete"] = True
+    _write_json(metrics_path, metrics)
+    return metrics
+
+
+class _Progress:
+    def __init__(self, enabled: bool, description: str, total: int):
+        self._prog = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True)
+            self._prog.start()
+            self._task = self._prog.add_task(description, total=total, loss="-")
+
+    def advance(self, loss: float) -> None:
+        if self._prog is not None:
+            self._prog.update(self._task, advance=1, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._prog is not None:
+            self._prog.stop()

@@ -1,0 +1,354 @@
+"""`emoforge publish`: accepted dialogues -> an immutable, validated, versioned release.
+
+Steps (all under the warehouse write lock, so two publishes never interleave):
+
+1. select the accepted dialogues of the configured sources (human reviews applied: ``warehouse.effective``);
+2. assign splits (``warehouse.splits``: stored, stable, stratified by domain x model pair, grouped by dialogue and
+   by normalised text);
+3. compute the PRC-Emo difficulty of every dialogue and its curriculum bucket (quantiles over the train split);
+4. stream dialogue- and utterance-level Parquet per split into ``releases/.tmp-<version>-<rand>/``;
+5. run the Great Expectations gate (``schemas.expectations``); a failure keeps its result under
+   ``runs/<run>/`` and publishes nothing;
+6. write the report, ``manifest.json`` (sha256 of every file) and the dataset card, fsync, rename the directory to
+   ``releases/<version>`` and register it in the catalog in one transaction.
+
+A crash or kill at any point leaves either the complete release or nothing visible: temporary directories are
+never listed and are swept by the next publish; a renamed but unregistered directory (a kill between rename and
+registration) is verified against its manifest and registered by the next publish or listing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from emoforge.config import Config, load_config
+from emoforge.settings import code_version
+from schemas.difficulty import bucket_edges, bucket_of, difficulty
+from schemas.expectations import validate_release
+from schemas.taxonomy import Taxonomy, load_taxonomy
+from warehouse.effective import effective_views
+from warehouse.releases import (
+    ReleaseError,
+    fsync_tree,
+    hash_file,
+    reconcile,
+    registered_versions,
+    register_release,
+)
+from warehouse.splits import SPLIT_SCHEMA, SPLITS, assign_splits
+from warehouse.store import Warehouse
+from warehouse.versions import check_version, next_version
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+class GateFailed(PublishError):
+    def __init__(self, summary: str, result_path: Path):
+        super().__init__(f"{summary}\nfull validation result: {result_path}")
+        self.result_path = result_path
+
+
+def _fault(stage: str) -> None:
+    """Fault injection for the kill drills: EMOFORGE_FAULT=publish:<stage> kills the process at that stage."""
+    if os.environ.get("EMOFORGE_FAULT") == f"publish:{stage}":
+        os.kill(os.getpid(), 9)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def publish_release(
+    home: str | os.PathLike,
+    config: Config | None = None,
+    *,
+    version: str | None = None,
+    run_id: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary."""
+    cfg = config or load_config()
+    taxonomy = load_taxonomy(cfg.taxonomy)
+    wh = Warehouse(home)
+    if version is not None:
+        version = check_version(version)
+    with wh.write_lock():
+        reconcile(wh)
+        existing = registered_versions(wh)
+        if version is None:
+            version = next_version(existing)
+        elif version in existing or (wh.releases_dir / version).exists():
+            raise ReleaseError(f"release {version} already exists; releases are immutable, pick a new version")
+        parent = existing[-1] if existing else None
+        tmp = wh.releases_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            summary = _build(wh, cfg, taxonomy, version, parent, tmp, run_id or f"publish-{version}", progress)
+            _fault("before_rename")
+            final = wh.releases_dir / version
+            os.replace(tmp, final)
+            _fault("after_rename")
+            register_release(wh, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    summary["path"] = str(final)
+    return summary
+
+
+def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str | None, out: Path,
+           run_id: str, progress: bool) -> dict[str, Any]:
+    pc = cfg.publish
+    con = wh.connect()
+    tmpdir = wh.home / ".tmp" / "duckdb"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {_sql_str(str(tmpdir))}")
+    con.execute("SET memory_limit = '1GB'")
+    con.execute("SET preserve_insertion_order = false")
+    effective_views(con)
+    sources = ", ".join(_sql_str(s) for s in pc.sources)
+    # 1. selection, with a text hash computed from the final texts (normalised: case, punctuation, spacing)
+    con.execute(
+        f"""
+        CREATE TEMP TABLE sel AS
+        WITH th AS (
+            SELECT dialogue_id,
+                   md5(string_agg(trim(regexp_replace(lower(text), '[^[:alnum:]]+', ' ', 'g')), chr(10) ORDER BY idx)) AS text_hash
+            FROM effective_turns GROUP BY dialogue_id
+        )
+        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, th.text_hash,
+               d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
+        FROM effective_dialogues d JOIN th ON th.dialogue_id = d.id
+        WHERE d.status = 'accepted' AND d.source IN ({sources})
+        """
+    )
+    n_sel = con.execute("SELECT count(*) FROM sel").fetchone()[0]
+    if n_sel == 0:
+        raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
+    # 2. splits: keep stored assignments, assign the new ones
+    existing = con.execute("SELECT id, split, stratum, group_key FROM splits").fetchall() if "splits" in wh.tables() else []
+    known = {row[0] for row in existing}
+    new = [(i, s, h) for i, s, h in con.execute("SELECT id, stratum, text_hash FROM sel").fetchall() if i not in known]
+    assigned = assign_splits(new, existing, pc.splits.fractions(), pc.splits.seed)
+    if assigned:
+        wh.upsert_arrow("splits", pa.Table.from_pylist(assigned, schema=SPLIT_SCHEMA))
+    split_rows = existing + [(r["id"], r["split"], r["stratum"], r["group_key"]) for r in assigned]
+    con.register("split_map", pa.Table.from_pylist(
+        [{"id": r[0], "split": r[1]} for r in split_rows], schema=pa.schema([("id", pa.string()), ("split", pa.string())])))
+    # 3. difficulty per dialogue, streamed over the turns
+    dif: dict[str, float] = {}
+    reader = con.sql(
+        "SELECT t.dialogue_id, t.speaker, t.label FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id "
+        "ORDER BY t.dialogue_id, t.idx"
+    ).to_arrow_reader(200_000)
+    cur, spk, lab = None, [], []
+    k, b = pc.difficulty.k, pc.difficulty.b
+
+    def sim(x: str, y: str) -> float:  # an unknown label scores 0 here; the gate then names its row
+        return tax.similarity(x, y) if x in tax.emotion and y in tax.emotion else 0.0
+
+    for batch in reader:
+        for did, s, lbl in zip(*(batch.column(i).to_pylist() for i in range(3))):
+            if did != cur:
+                if cur is not None:
+                    dif[cur] = difficulty(spk, lab, sim, k, b)
+                cur, spk, lab = did, [], []
+            spk.append(s)
+            lab.append(lbl)
+    if cur is not None:
+        dif[cur] = difficulty(spk, lab, sim, k, b)
+    split_of = {r[0]: r[1] for r in split_rows}
+    train_vals = [v for d, v in dif.items() if split_of.get(d) == "train"] or list(dif.values())
+    edges = bucket_edges(train_vals, pc.difficulty.buckets)
+    ids = list(dif)
+    con.register("dif", pa.table({
+        "id": pa.array(ids, pa.string()),
+        "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
+        "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
+    }))
+    for name, mapping in tax.mappings.items():
+        con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
+    judge = "judgements" in wh.tables()
+    # 4. Parquet per split, streamed
+    data = out / "data"
+    counts: dict[str, dict[str, int]] = {}
+    map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
+    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
+    for split in SPLITS:
+        q = _sql_str(split)
+        n_utt = _write(con, data / "utterances" / f"{split}.parquet", pc.row_group_size, f"""
+            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.text, t.label AS emotion, t.intended_emotion,
+                   t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
+                   t.n_words, dif.difficulty, dif.bucket, s.split
+            FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
+                 JOIN split_map s ON s.id = sel.id{map_joins}
+            WHERE s.split = {q}
+            ORDER BY t.dialogue_id, t.idx""")
+        judge_cte = (
+            "SELECT dialogue_id, avg((coalesce(coherence, 0) + coalesce(naturalness, 0) + coalesce(domain_fit, 0)) / 3.0) AS judge_score "
+            "FROM judgements WHERE kind = 'llm' GROUP BY dialogue_id"
+            if judge else "SELECT NULL::VARCHAR AS dialogue_id, NULL::DOUBLE AS judge_score WHERE FALSE"
+        )
+        n_dlg = _write(con, data / "dialogues" / f"{split}.parquet", pc.row_group_size, f"""
+            WITH js AS ({judge_cte})
+            SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
+                   CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
+                   sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
+                   list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
+                   any_value(dif.difficulty) AS difficulty, any_value(dif.bucket) AS bucket, any_value(s.split) AS split,
+                   any_value(js.judge_score) AS judge_score, sel.decided_by, sel.text_hash
+            FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
+                 JOIN split_map s ON s.id = sel.id LEFT JOIN js ON js.dialogue_id = sel.id
+            WHERE s.split = {q}
+            GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.text_hash
+            ORDER BY sel.id""")
+        counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
+    stats = _stats(con, tax)
+    con.close()
+    _fault("before_validate")
+    # 5. the gate
+    gate = validate_release(data, tax, pc)
+    (out / "validation").mkdir()
+    (out / "validation" / "result.json").write_text(gate.to_json())
+    if not gate.success:
+        keep = wh.runs_dir / run_id
+        keep.mkdir(parents=True, exist_ok=True)
+        result_path = keep / f"validation-{version}.json"
+        result_path.write_text(gate.to_json())
+        raise GateFailed(gate.summary(), result_path)
+    # 6. report, manifest, card
+    manifest: dict[str, Any] = {
+        "name": "emoforge",
+        "version": version,
+        "parent": parent,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "code_version": code_version(),
+        "config_fingerprint": cfg.fingerprint(),
+        "config": cfg.model_dump(mode="json"),
+        "taxonomy": {"name": tax.name, "fingerprint": tax.fingerprint, "emotions": tax.emotion_names,
+                     "mappings": {n: m.labels for n, m in tax.mappings.items()}},
+        "counts": {"splits": counts,
+                   "dialogues": sum(c["dialogues"] for c in counts.values()),
+                   "utterances": sum(c["utterances"] for c in counts.values())},
+        "difficulty": {"k": k, "b": b, "buckets": pc.difficulty.buckets, "edges": edges},
+        "stats": stats,
+        "validation": {"success": True, "checked": gate.checked},
+    }
+    manifest["agreement"] = _agreement(wh)
+    manifest["report"] = _report(out, tax, wh) if pc.report else None
+    (out / "README.md").write_text(dataset_card(manifest))
+    _fault("before_manifest")
+    files = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            files[p.relative_to(out).as_posix()] = {"sha256": hash_file(p), "bytes": p.stat().st_size}
+    manifest["files"] = files
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+    fsync_tree(out)
+    return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
+            "n_utterances": manifest["counts"]["utterances"], "counts": counts}
+
+
+def _write(con, path: Path, row_group_size: int, sql: str) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reader = con.sql(sql).to_arrow_reader(row_group_size)
+    n = 0
+    with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            if batch.num_rows:
+                writer.write_batch(batch, row_group_size=row_group_size)
+                n += batch.num_rows
+    return n
+
+
+def _stats(con, tax: Taxonomy) -> dict[str, Any]:
+    emo = dict(con.execute("SELECT t.label, count(*) FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id GROUP BY 1 ORDER BY 1").fetchall())
+    dom = dict(con.execute("SELECT domain, count(*) FROM sel GROUP BY 1 ORDER BY 1").fetchall())
+    pairs = dict(con.execute("SELECT model_a || '|' || model_b, count(*) FROM sel GROUP BY 1 ORDER BY 1").fetchall())
+    src = dict(con.execute("SELECT t.label_source, count(*) FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id GROUP BY 1").fetchall())
+    return {"emotions": emo, "domains": dom, "pairs": pairs, "label_sources": src}
+
+
+def _agreement(wh: Warehouse) -> dict | None:
+    try:
+        from annotation.agreement import agreement_summary
+    except ImportError:
+        return None
+    try:
+        return agreement_summary(wh.home)
+    except Exception as exc:  # agreement is informative; it never blocks a release
+        log.warning("agreement figures not computed: %s", exc)
+        return {"error": str(exc)}
+
+
+def _report(out: Path, tax: Taxonomy, wh: Warehouse) -> str | None:
+    try:
+        from flows.report import write_report
+    except ImportError:
+        return None
+    try:
+        return write_report(out, taxonomy=tax, home=wh.home).relative_to(out).as_posix()
+    except Exception as exc:  # the report is for people; a plotting failure never blocks a release
+        log.warning("release report not written: %s", exc)
+        return None
+
+
+def dataset_card(manifest: dict[str, Any]) -> str:
+    """README.md of a release: YAML ``configs`` for ``datasets.load_dataset(<dir>)`` plus a summary."""
+    v = manifest["version"]
+    lines = ["---", "configs:"]
+    for cfg_name, default in (("utterances", True), ("dialogues", False)):
+        lines.append(f"- config_name: {cfg_name}")
+        if default:
+            lines.append("  default: true")
+        lines.append("  data_files:")
+        for split in SPLITS:
+            lines += [f"  - split: {split}", f"    path: data/{cfg_name}/{split}.parquet"]
+    lines += ["license: other", "language:", "- en", "task_categories:", "- text-classification", "tags:",
+              "- emotion-recognition-in-conversation", "- synthetic", "---", ""]
+    counts = manifest["counts"]
+    lines += [
+        f"# emoforge release {v}",
+        "",
+        f"Emotional multi-turn dialogues generated by paired LLMs, judged, optionally human-reviewed; "
+        f"taxonomy `{manifest['taxonomy']['name']}` ({len(manifest['taxonomy']['emotions'])} emotions). "
+        f"Parent version: {manifest['parent'] or 'none'}. Code: {manifest['code_version']}.",
+        "",
+        "| split | dialogues | utterances |",
+        "|---|---:|---:|",
+    ]
+    for split in SPLITS:
+        c = counts["splits"][split]
+        lines.append(f"| {split} | {c['dialogues']} | {c['utterances']} |")
+    lines += ["", "## Load", "", "```python", "import datasets",
+              f"utterances = datasets.load_dataset('releases/{v}')            # default config",
+              f"dialogues = datasets.load_dataset('releases/{v}', 'dialogues')",
+              "```", "",
+              "Splits are grouped by dialogue and stable across versions. `difficulty` is PRC-Emo's curriculum "
+              f"difficulty (k={manifest['difficulty']['k']}, b={manifest['difficulty']['b']}); `bucket` its "
+              f"quantile bucket (0 = easiest, {manifest['difficulty']['buckets']} buckets, edges "
+              f"{[round(e, 4) for e in manifest['difficulty']['edges']]} over the train split).", "",
+              "## Emotions", "", "| emotion | utterances |", "|---|---:|"]
+    for emo, n in sorted(manifest["stats"]["emotions"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {emo} | {n} |")
+    if manifest.get("agreement"):
+        lines += ["", "## Human review agreement", "", "```json", json.dumps(manifest["agreement"], indent=1, default=str), "```"]
+    if manifest.get("report"):
+        lines += ["", f"Report with plots: [{manifest['report']}]({manifest['report']})"]
+    lines += ["", "`manifest.json` lists the sha256 of every file; `emoforge pull` verifies them.", ""]
+    return "\n".join(lines)
+
