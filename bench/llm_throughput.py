@@ -81,7 +81,7 @@ async def _pool_loop(url: str, n: int, concurrency: int, cache_dir: str) -> tupl
 def bench_client(quick: bool, concurrency: int) -> dict:
     from flows.llm.stub import StubConfig, stub_process
 
-    n = 1500 if quick else 6000
+    n = 1000 if quick else 6000
     rounds = 1 if quick else 2
     out: dict = {}
     with stub_process(StubConfig(latency_s=0.0)) as url, tempfile.TemporaryDirectory() as tmp:
@@ -115,11 +115,10 @@ async def _embedded_rate(cfg, model: str, concurrency: int, seconds: float, max_
     spec.max_concurrency = concurrency
     spec.initial_concurrency = concurrency
     async with LLMPool(cfg, None) as pool:
-        stop = time.perf_counter() + seconds
         counter = iter(range(10**9))
 
         async def worker() -> None:
-            while time.perf_counter() < stop:
+            while True:
                 i = next(counter)
                 msgs = [{"role": "user", "content": f"Write one sentence about topic number {i} ({tag})."}]
                 try:
@@ -128,9 +127,17 @@ async def _embedded_rate(cfg, model: str, concurrency: int, seconds: float, max_
                     if exc.kind != "length":
                         raise
 
+        # a fixed time box; requests still running at its end are cancelled and do not count
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
         t = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        done, _ = await asyncio.wait(tasks, timeout=seconds)
         dt = time.perf_counter() - t
+        for task in tasks:
+            task.cancel()
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in res:
+            if isinstance(r, Exception) and not isinstance(r, asyncio.CancelledError):
+                raise r
         st = pool.stats()[model]
     return st["completion_tokens"] / dt, st["calls"]
 
@@ -142,9 +149,9 @@ def bench_embedded(quick: bool, home: Path) -> dict:
     parallel = 4
     cfg = parse_models_config({"models": {"smollm2-135m": {"embedded": "smollm2-135m"}},
                                "embedded_parallel": parallel, "embedded_ctx_per_slot": 512})
-    seconds = 10.0 if quick else 40.0
+    seconds = 8.0 if quick else 40.0
     with embedded_servers(cfg, home) as live:
-        asyncio.run(_embedded_rate(live, "smollm2-135m", 1, 2.0, 8, "warm"))
+        asyncio.run(_embedded_rate(live, "smollm2-135m", 1, 3.0, 8, "warm"))
         single, n1 = asyncio.run(_embedded_rate(live, "smollm2-135m", 1, seconds, 24, "single"))
         multi, n2 = asyncio.run(_embedded_rate(live, "smollm2-135m", parallel * 2, seconds, 24, "parallel"))
     return {

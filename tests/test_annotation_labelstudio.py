@@ -94,6 +94,7 @@ def test_server_is_locked_down(labelstudio):
     assert again["started"] is False and again["pid"] == st["pid"]
 
 
+@pytest.mark.slow
 def test_push_annotate_pull_merge_publish(labelstudio, tmp_path):
     from annotation.agreement import agreement_summary
     from annotation.client import connect

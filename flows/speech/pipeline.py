@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from flows.speech import mixing, store
-from flows.speech.casting import Cast, cast_dialogues
+from flows.speech.casting import cast_dialogues
 from flows.speech.config import SpeechConfig, load_speech_config
 from flows.speech.engines import EngineError
 from flows.speech.prosody import prosody_table
