@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.speech.config import SpeechConfig
 
 
 class ConfigError(ValueError):
@@ -65,11 +68,14 @@ class PublishConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     row_group_size: int = Field(50_000, ge=1000)
     report: bool = Field(True, description="write the HTML/PNG report into the release")
+    audio: Literal["auto", "require", "off"] = Field(
+        "auto", description="embed turn audio and dialogue mixes: auto = when clips exist, require = gate fails without")
 
 
 class Config(_Section):
     taxonomy: str = Field("deepdialogue", description="preset name (deepdialogue, erc) or path to a taxonomy file")
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from emoforge.config import Config
 from flows.build_config import GenerationConfig, JudgingConfig
 from flows.generate import BuildAborted, ShardContext, Stored, dialogue_id, run_shard
-from flows.judge import CHECKS_JUDGE_ID, judgement_id, near_duplicate_judgement
+from flows.judge import CHECKS_JUDGE_ID, judgement_id, judges_decide, near_duplicate_judgement
 from flows.scenarios import GridSpec, build_scenarios, pair_type
 from schemas.records import Judgement, Run, Scenario, content_id, text_hash, utcnow
 from schemas.taxonomy import Taxonomy, load_taxonomy
@@ -175,6 +175,7 @@ def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int
         home=Path(home), run_id=run_id, tax=tax, gen=gen, jud=jud, judges=list(mcfg.judges),
         models=list(mcfg.models), stored=stored, stored_judgements=judgements, progress=get_progress(run_id),
         cancel=_CANCEL.get(run_id),
+        advisory_judges=not judges_decide(jud, [mcfg.models[j] for j in mcfg.judges if j in mcfg.models]),
     )
     return asyncio.run(_shard_main(mcfg, scns, ctx))
 
@@ -370,11 +371,19 @@ def _prefect_objects():
         futures = [shard_task.submit(home, run_id, config, models, seed, start, min(n_scenarios, start + shard_size))
                    for start in range(0, n_scenarios, shard_size)]
         results, errors = [], []
-        for f in futures:
-            try:
-                results.append(f.result())
-            except Exception as exc:  # noqa: BLE001 - wait for the other shards before failing
-                errors.append(exc)
+        try:
+            for f in futures:
+                try:
+                    results.append(f.result())
+                except Exception as exc:  # noqa: BLE001 - wait for the other shards before failing
+                    errors.append(exc)
+                    if isinstance(exc, BuildAborted):
+                        cancel_event(run_id).set()  # the run stops: the other shards too
+        except BaseException:
+            # Ctrl-C / SIGTERM land here (main thread): tell the shard threads of this process to stop now,
+            # or the task runner's shutdown would wait for them to finish their work
+            cancel_event(run_id).set()
+            raise
         if errors:
             raise errors[0]
         return results
@@ -472,7 +481,11 @@ class _served:
             return self.cfg
         from flows.llm.embedded import embedded_servers
 
-        self._cm = embedded_servers(self.cfg, self.home)
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        self._cm = embedded_servers(self.cfg, self.home,
+                                    progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False))
         return self._cm.__enter__()
 
     def __exit__(self, *exc):

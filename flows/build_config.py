@@ -7,6 +7,8 @@ judgements and repeats no LLM call.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -46,7 +48,14 @@ class JudgingConfig(_Section):
        judges' verdicts are ``reject`` -> accepted;
     3. score < ``reject_below`` -> rejected;
     4. otherwise uncertain (goes to human review).
+
+    ``judges_decide``: ``auto`` (default) lets the judges decide unless every judge is an embedded tiny model,
+    which scores a good and a nonsense dialogue alike; then the judges are advisory: they still run and their
+    scores are stored, and the deterministic checks decide (accepted, ``decided_by = checks``). ``always`` /
+    ``never`` force either way.
     """
+
+    judges_decide: Literal["auto", "always", "never"] = "auto"
 
     accept_at: float = Field(3.5, ge=1, le=5)
     reject_below: float = Field(2.5, ge=1, le=5)

@@ -33,6 +33,7 @@ _SPECIAL_TOKENS = re.compile(
     r"<\|[^|>]{0,40}\|>|</?s>|<(?:start|end)_of_turn>|<(?:eos|bos|pad|unk)>|\[/?INST\]|<<SYS>>|<</SYS>>|<\|?endoftext\|?>",
     re.I,
 )
+_END_TOKENS = re.compile(r"<\|im_end\|>|<end_of_turn>|<start_of_turn>|<\|im_start\|>|</s>|<\|eot_id\|>|<\|endoftext\|>|<eos>", re.I)
 _ROLE_WORDS = r"(?:speaker\s*[ab12]|person\s*[ab12]|[ab]|assistant|user|system|model|bot|human|response|reply|answer|output)"
 _LEADING_ROLE = re.compile(rf"^\s*(?:\*\*|__)?\s*{_ROLE_WORDS}\s*(?:\*\*|__)?\s*[:：\-–—]\s*(?:\*\*|__)?\s*", re.I)
 _NEXT_SPEAKER = re.compile(r"(?:\n|(?<=[.!?\"'”])\s+)\s*(?:\*\*)?(?:speaker\s*[ab12]|person\s*[ab12]|[AB]|user|assistant|human)\s*(?:\*\*)?\s*:", re.I)
@@ -51,7 +52,11 @@ def clean_turn(raw: str, word_cap: int | None = None, *, trim_to_cap: bool = Tru
     stage directions, no wrapping quotes, one line; cut before the model starts writing the other speaker's
     turn. With ``trim_to_cap``, a reply over ``word_cap`` words is cut to its longest prefix of whole
     sentences within the cap (when that prefix has at least 3 words)."""
-    text = _SPECIAL_TOKENS.sub(" ", raw or "")
+    text = raw or ""
+    m = _END_TOKENS.search(text)
+    if m and text[: m.start()].strip():
+        text = text[: m.start()]  # the model ended its turn there; what follows is another turn or noise
+    text = _SPECIAL_TOKENS.sub(" ", text)
     text = text.replace("\r", "\n").strip()
     # drop leading role prefixes first so the reply's own tag is not taken as "the next speaker"
     for _ in range(3):
@@ -69,6 +74,8 @@ def clean_turn(raw: str, word_cap: int | None = None, *, trim_to_cap: bool = Tru
     text = " ".join(text.split())
     text = text.replace("**", "").replace("__", "")
     for _ in range(2):
+        if not text:
+            break
         if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
             text = text[1:-1].strip()
         elif text[:1] in _QUOTES and text.count(text[0]) == 1:
@@ -111,7 +118,7 @@ _LEAKED_TAG = re.compile(
     rf"<\|[^>]*\|?>|<(?:start|end)_of_turn>|\[/?INST\]|(?:^|\s)(?:\*\*)?{_ROLE_WORDS}(?:\*\*)?\s*:\s", re.I
 )
 _LEAKED_INSTRUCTION = re.compile(
-    r"target emotion|emotion\s*:\s*\w+|word (?:cap|limit|count)|\b(?:at most|no more than|fewer than|under) \d+ words"
+    r"target emotion|emotion\s*:\s*\w+|(?:your )?feeling\s*:\s*\w+|word (?:cap|limit|count)|\b(?:at most|no more than|fewer than|under) \d+ words"
     r"|as an ai\b|language model|conversation so far|\bdomain\s*:|next line of|write (?:the|your) (?:next )?(?:line|reply|turn)"
     r"|\bspeaker [ab]'?s? (?:line|turn)|i (?:cannot|can't) (?:help|assist) with|here(?:'s| is) (?:my|the|a) (?:reply|response|line)",
     re.I,
@@ -165,8 +172,9 @@ def jaccard(a: Iterable, b: Iterable) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
-def repeats_earlier(text: str, earlier: Sequence[str], threshold: float = 0.7) -> int | None:
-    """Index of an earlier turn this one (nearly) repeats: same normalised text, or word-bigram Jaccard >= threshold."""
+def repeats_earlier(text: str, earlier: Sequence[str], threshold: float = 0.6) -> int | None:
+    """Index of an earlier turn this one (nearly) repeats: same normalised text, or (both 4+ words) word-bigram
+    Jaccard >= threshold or word-set Jaccard >= 0.8."""
     norm = normalise_text(text)
     words = norm.split()
     grams = _ngrams(words, 2) or [tuple(words)]
@@ -177,7 +185,7 @@ def repeats_earlier(text: str, earlier: Sequence[str], threshold: float = 0.7) -
         if pn == norm:
             return i
         pw = pn.split()
-        if len(words) >= 4 and len(pw) >= 4 and jaccard(grams, _ngrams(pw, 2)) >= threshold:
+        if len(words) >= 4 and len(pw) >= 4 and (jaccard(grams, _ngrams(pw, 2)) >= threshold or jaccard(words, pw) >= 0.8):
             return i
     return None
 
@@ -225,10 +233,10 @@ def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_rea
     cap = hard_cap or word_cap
     if n > cap:
         return TurnProblem("over_word_cap", f"{n} words > {cap}")
-    if _LEAKED_TAG.search(text):
-        return TurnProblem("leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip())
     if _LEAKED_INSTRUCTION.search(text):
         return TurnProblem("leaked_instruction", _LEAKED_INSTRUCTION.search(text).group(0))
+    if _LEAKED_TAG.search(text):
+        return TurnProblem("leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip())
     if latin_share(text) < 0.95:
         return TurnProblem("wrong_script", f"latin share {latin_share(text):.2f}")
     if language == "en" and n >= 8 and function_word_share(text) < 0.1:

@@ -220,6 +220,7 @@ class ShardContext:
     stored_judgements: dict[str, Judgement] = field(default_factory=dict)  # judgement id -> record
     progress: Any = None
     cancel: Any = None  # threading.Event: set by the build when it is interrupted
+    advisory_judges: bool = False  # the checks decide, the judges' scores are only recorded
 
 
 @dataclass
@@ -290,7 +291,7 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
                 ctx.progress.judged(jm)
     for g in sorted({f.split(":", 1)[0] for f in chk.failures}):
         summary.gates[g] += 1
-    return decide(chk, llm, ctx.jud, errors)
+    return decide(chk, llm, ctx.jud, errors, advisory=ctx.advisory_judges)
 
 
 async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardSummary, sink: RecordSink) -> None:

@@ -104,12 +104,29 @@ def agreement(verdicts: Sequence[str]) -> float:
     return list(verdicts).count(top) / len(verdicts)
 
 
+def judges_decide(cfg: JudgingConfig, judge_models: Sequence[Any]) -> bool:
+    """Whether the LLM judges decide (see ``JudgingConfig.judges_decide``); ``judge_models`` are ModelSpecs."""
+    if cfg.judges_decide != "auto":
+        return cfg.judges_decide == "always"
+    return not judge_models or not all(getattr(m, "embedded", None) for m in judge_models)
+
+
 def decide(checks: Judgement, llm: Sequence[Judgement], cfg: JudgingConfig,
-           judge_errors: Sequence[str] = ()) -> Decision:
-    """The decision from stored judgements and the current thresholds (pure; see :class:`JudgingConfig`)."""
+           judge_errors: Sequence[str] = (), *, advisory: bool = False) -> Decision:
+    """The decision from stored judgements and the current thresholds (pure; see :class:`JudgingConfig`).
+    ``advisory``: the judges' scores are reported but the checks decide."""
     if checks.verdict == "reject":
         gates = sorted({f.split(":", 1)[0] for f in checks.failures})
         return Decision("rejected", "checks", "checks: " + ", ".join(gates), gates=gates)
+    if advisory:
+        if llm:
+            scores = [judge_score(j) for j in llm]
+            note = (f"judges advisory: score {statistics.fmean(scores):.2f}, {len(llm)} judge(s), "
+                    f"agreement {agreement([j.verdict for j in llm]):.2f}")
+        else:
+            note = "judges advisory: no judge answered (" + ("; ".join(judge_errors) or "none configured") + ")"
+        return Decision("accepted", "checks", f"passed every check; {note}",
+                        statistics.fmean(judge_score(j) for j in llm) if llm else None)
     if not llm:
         why = "; ".join(judge_errors) or "no judge answered"
         return Decision("failed", None, f"judging failed: {why}")

@@ -872,6 +872,29 @@ def render_html(stats: dict, plots: dict[str, str | None], data: ReleaseData) ->
 
 
 # ---- entry point ------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_leftovers(final: Path) -> None:
+    """Remove what a killed writer left next to ``final`` (``.<name>.tmp-<pid>``, ``.<name>.old-<pid>``); when the
+    kill came between the two renames, the previous report is put back first."""
+    for p in sorted(final.parent.glob(f".{final.name}.*-*")):
+        m = re.fullmatch(rf"\.{re.escape(final.name)}\.(tmp|old)-(\d+)", p.name)
+        if not m or _pid_alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old" and not final.exists():
+            os.replace(p, final)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
                  compare_dailydialog: Path | None = None, out_dir: Path | None = None) -> Path:
     """Write ``<release>/report/index.html`` + PNG plots + ``stats.json``; returns the HTML path.
@@ -888,10 +911,11 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
     stats = release_stats(data, dd)
 
     final = Path(out_dir) if out_dir else release_dir / REPORT_DIR
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_leftovers(final)
+        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         plots = {
             "emotions": _plot_emotions(stats, tmp),

@@ -22,6 +22,7 @@ same LLM endpoints) — see docs/operations.md.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -62,15 +63,65 @@ def parse_runner_spec(spec: str | None) -> tuple[str, Any]:
     raise RunnerSpecError(f"unknown task runner {spec!r}; use {_FORMS}")
 
 
-def _dask_runner_class():
+def api_url_for_workers() -> str | None:
+    """The Prefect API that task runs in other processes must report to: ``PREFECT_API_URL`` when set, else the
+    ephemeral server this process started (Prefect's no-server mode), else None."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return url
     try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError as exc:  # pragma: no cover - prefect-dask is a main dependency
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # pragma: no cover
+        return None
+    for server in list(SubprocessASGIServer._instances.values()):
+        proc = getattr(server, "server_process", None)
+        if proc is not None and proc.poll() is None and getattr(server, "port", None):
+            return server.api_url
+    return None
+
+
+def _dask_runner_class():
+    if EmoforgeDaskTaskRunner is None:
         raise RunnerSpecError(
-            f"a Dask task runner needs prefect-dask and distributed ({exc}); install them with "
+            f"a Dask task runner needs prefect-dask and distributed ({_DASK_IMPORT_ERROR}); install them with "
             "`uv pip install prefect-dask distributed` (both are in emoforge's dependencies)"
-        ) from None
-    return DaskTaskRunner
+        )
+    return EmoforgeDaskTaskRunner
+
+
+try:
+    from prefect_dask import DaskTaskRunner as _DaskTaskRunner
+except ImportError as _exc:  # pragma: no cover - prefect-dask is a main dependency
+    EmoforgeDaskTaskRunner = None
+    _DASK_IMPORT_ERROR = str(_exc)
+else:
+
+    class EmoforgeDaskTaskRunner(_DaskTaskRunner):
+        """``DaskTaskRunner`` that points its workers at this process's Prefect API.
+
+        Without ``PREFECT_API_URL`` Prefect runs an ephemeral API server per process: Dask workers would each start
+        their own (slow; on a busy machine they time out). A local cluster's workers get this process's API URL in
+        their environment; a remote cluster's workers must be started with ``PREFECT_API_URL``
+        (docs/operations.md).
+        """
+
+        @property
+        def client(self):
+            if not self._client:
+                url = api_url_for_workers()
+                if self.address is None and self._cluster is None:
+                    if url:
+                        env = dict(self.cluster_kwargs.get("env") or {})
+                        env.setdefault("PREFECT_API_URL", url)
+                        self.cluster_kwargs = {**self.cluster_kwargs, "env": env}
+                elif not os.environ.get("PREFECT_API_URL"):
+                    self.logger.warning(
+                        "PREFECT_API_URL is not set: the workers of the Dask cluster at %s cannot report to this "
+                        "run's API; start a Prefect server and export PREFECT_API_URL on this host and on every "
+                        "worker (docs/operations.md)", self.address)
+            return super().client
 
 
 def make_task_runner(spec: str | None = None):

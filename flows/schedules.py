@@ -149,13 +149,12 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
               publish: bool = True) -> dict[str, Any]:
     """``emoforge build`` as a job: the same scenarios and cache, so a rerun after a crash only redoes what is
     missing; refused (:class:`JobBusy`) while another build runs in the same home."""
-    from emoforge.config import load_config
-    from flows.build import run_build
+    from flows.build import load_build_config, run_build
     from flows.llm.config import load_models_config
     from flows.runners import make_task_runner
 
     path = _home(home)
-    cfg = load_config(config)
+    cfg = load_build_config(config)
     mcfg = load_models_config(models)
     with job_lock(path, "build"):
         summary = run_build(path, cfg, mcfg, n_dialogues=dialogues, seed=seed, publish=publish,
@@ -207,6 +206,7 @@ class DeploymentSpec:
     description: str = ""
     cron: str | None = None
     interval_s: float | None = None
+    anchor: datetime | None = None  # first run of an interval schedule (default: when it is registered)
     timezone: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     concurrency_limit: int | None = 1
@@ -231,7 +231,8 @@ class DeploymentSpec:
         from prefect.schedules import Cron, Interval
 
         if self.interval_s:
-            return {"schedules": [Interval(timedelta(seconds=self.interval_s), active=not self.paused)]}
+            return {"schedules": [Interval(timedelta(seconds=self.interval_s), anchor_date=self.anchor,
+                                           timezone=self.timezone, active=not self.paused)]}
         if self.cron:
             return {"schedules": [Cron(self.cron, timezone=self.timezone, active=not self.paused)]}
         return {}

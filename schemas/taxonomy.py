@@ -11,7 +11,7 @@ import json
 import math
 import random
 from collections import deque
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -240,11 +240,19 @@ def parse_taxonomy(data: dict, source: str = "<taxonomy>") -> Taxonomy:
         raise TaxonomyError(f"{source}: {exc}") from None
 
 
+@lru_cache(maxsize=1)
+def _preset_fingerprints() -> dict[str, str]:
+    """Fingerprint -> preset name (records store the fingerprint of the taxonomy they were made with)."""
+    return {load_taxonomy(name).fingerprint: name for name in PRESETS}
+
+
 def load_taxonomy(spec: str | Path | None = None) -> Taxonomy:
-    """Load a preset by name (``deepdialogue``, ``erc``) or a taxonomy file (.json/.yaml)."""
+    """Load a preset by name (``deepdialogue``, ``erc``) or fingerprint, or a taxonomy file (.json/.yaml)."""
     spec = spec or DEFAULT_PRESET
     if isinstance(spec, str) and spec in PRESETS:
         path = PRESET_DIR / f"{spec}.json"
+    elif isinstance(spec, str) and spec in _preset_fingerprints():
+        path = PRESET_DIR / f"{_preset_fingerprints()[spec]}.json"
     else:
         path = Path(spec)
         if not path.is_file():

@@ -251,6 +251,14 @@ def test_cli_status_and_pull(labelstudio, tmp_path):
     r = runner.invoke(app, ["review", "pull", *args, "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["tasks"] == 2
+    from flows.review_flow import poll_once
+
+    polled = poll_once(home, url=labelstudio["url"], project=f"cli {tmp_path.name}")
+    assert polled["tasks_waiting"] == 2 and polled["unchanged"] == 0 and polled["annotations"] == 0
+    r = runner.invoke(app, ["review", "status", "--home", str(home), "--json"])
+    assert r.exit_code == 0, r.output
+    st = json.loads(r.stdout.strip().splitlines()[-1])
+    assert st["open_problems"] == 0 and st["merge"]["decided_by_human"] == 0
     r = runner.invoke(app, ["labelstudio", "invite", "--home", str(home), "--url", labelstudio["url"]])
     assert r.exit_code == 0 and "/user/signup/?token=" in r.stdout
     assert labelstudio["token"] not in r.output

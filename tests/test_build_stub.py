@@ -38,14 +38,14 @@ def _final_state(home, scenarios):
 
 
 def test_faulty_stub_build_then_new_thresholds_repeat_no_call(home):
-    faults = StubConfig(latency_s=0.005, p_429=0.08, p_500=0.08, p_hang=0.06, p_length=0.06, p_invalid_json=0.1,
-                        retry_after_s=0.05, hang_s=30, seed=3)
+    faults = StubConfig(latency_s=0.005, p_429=0.08, p_500=0.08, p_hang=0.08, p_length=0.08, p_invalid_json=0.1,
+                        retry_after_s=0.05, hang_s=2.5, seed=3)
     cfg = BuildConfig()
     with StubServer(faults) as stub:
         mcfg = parse_models_config(stub_models(stub.url))
         summary = run_build(home, cfg, mcfg, n_dialogues=N, seed=0, publish=False, progress=False)
         st = stub.stats()
-        faulty = st["requests"] - st["ok"]
+        faulty = sum(st["outcomes"].get(k, 0) for k in ("429", "500", "hang", "length", "invalid_json"))
         assert faulty / st["requests"] >= 0.30, st["outcomes"]
 
         scenarios = plan_scenarios(load_taxonomy(cfg.taxonomy), mcfg, sections(cfg)[0], 0, N)
@@ -93,7 +93,7 @@ def test_faulty_stub_build_then_new_thresholds_repeat_no_call(home):
         if new["decided_by"] == "judge":
             assert new["status"] == decide(chk, llm, jud).status
             checked += 1
-        if r["status"] == "uncertain":
+        if r["status"] == "uncertain" and all(j.verdict != "reject" for j in llm):
             assert new["status"] == "accepted"  # every score >= 1, spread <= 4: the lenient thresholds accept
     assert checked > 0
     assert sum(1 for r in rows2 if r["status"] == "accepted") > sum(1 for r in rows if r["status"] == "accepted")

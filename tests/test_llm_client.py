@@ -233,9 +233,15 @@ def test_early_stop_when_error_rate_passes_threshold(stub):
 def test_replicas_are_balanced_and_a_dead_one_is_routed_around():
     with StubServer(StubConfig(latency_s=0.02)) as a, StubServer(StubConfig(latency_s=0.02)) as b:
 
+        stats = {}
+
         async def go(urls, n):
             async with LLMPool(cfg_for(*urls, max_concurrency=8), None) as pool:
-                return await asyncio.gather(*[pool.chat("m", [{"role": "user", "content": f"r{i}"}]) for i in range(n)])
+                try:
+                    return await asyncio.gather(*[pool.chat("m", [{"role": "user", "content": f"r{i}"}])
+                                                  for i in range(n)])
+                finally:
+                    stats.update(pool.stats()["m"])
 
         run(go([a.url, b.url], 200))
         na, nb = a.stats()["requests"], b.stats()["requests"]
@@ -247,6 +253,9 @@ def test_replicas_are_balanced_and_a_dead_one_is_routed_around():
         a.reset()
         out = run(go([dead, a.url], 30))
         assert len(out) == 30 and all(r.endpoint == a.url for r in out)
+        # connection errors are classified as such and the dead replica cools down instead of taking every retry
+        assert 1 <= stats["attempt_errors"].get("connection", 0) <= 10, stats["attempt_errors"]
+        assert "timeout" not in stats["attempt_errors"]
 
 
 def test_api_key_is_sent_but_never_logged_or_stored(home, monkeypatch, caplog):

@@ -32,11 +32,29 @@ SCHEMA = {
 }
 
 
-def _pids_of_launchers() -> set[int]:
-    """Live (not zombie) launcher processes."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines()
-            if "flows.llm.llamacpp_launcher" in line and not line.split()[1].startswith("Z")}
+@pytest.fixture
+def started(monkeypatch):
+    """Every EmbeddedServer this test starts (other jobs on the machine may run servers of their own)."""
+    servers: list[embedded.EmbeddedServer] = []
+    real = embedded.start_server
+
+    def recording(*a, **kw):
+        srv = real(*a, **kw)
+        servers.append(srv)
+        return srv
+
+    monkeypatch.setattr(embedded, "start_server", recording)
+    return servers
+
+
+def _all_stopped(servers) -> bool:
+    for srv in servers:
+        if srv.proc is not None:
+            return False
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", srv.port)) == 0:
+                return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -47,15 +65,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_both_gguf_models_chat_and_json_schema(home):
+def test_both_gguf_models_chat_and_json_schema(home, started):
     cfg = load_models_config(None)
     assert {m.embedded for m in cfg.models.values()} == {"smollm2-135m", "gemma3-270m"}
-    before = _pids_of_launchers()
+    for spec in cfg.models.values():
+        spec.timeout_s = 600  # a 2-core machine shared with other jobs can be very slow; correctness is tested here
     with embedded_servers(cfg, home) as live:
         urls = {m: s.endpoints[0].base_url for m, s in live.models.items()}
         assert urls["judge-smollm2"] == urls["smollm2-135m"] != urls["gemma3-270m"]  # one server per GGUF
         assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
-        assert len(_pids_of_launchers() - before) == 2
+        assert len(started) == 2 and all(srv.alive() for srv in started)
 
         async def go():
             async with LLMPool(live, None) as pool:
@@ -71,21 +90,21 @@ def test_both_gguf_models_chat_and_json_schema(home):
                 return await asyncio.gather(*jobs, return_exceptions=True), pool.stats()
 
         (capital, hello, judged_s, judged_g), stats = asyncio.run(go())
-    for r in (capital, hello, judged_s, judged_g):
-        if isinstance(r, LLMCallError) and r.kind == "length":
-            continue  # a tiny base model may ramble to max_tokens: that is the failure path working
-        assert not isinstance(r, BaseException), r
+    if isinstance(hello, LLMCallError):
+        assert hello.kind == "length" and hello.text, hello  # a tiny base model may ramble up to max_tokens
+    else:
+        assert hello.text.strip()
+    for r in (capital, judged_s, judged_g):
+        assert not isinstance(r, BaseException), repr(r)
     assert "paris" in capital.text.lower(), f"the prompt must reach the model: {capital.text!r}"
     for r in (judged_s, judged_g):  # grammar-constrained output parses and matches the schema
         obj, res = r
         assert 1 <= obj["score"] <= 5 and obj["verdict"] in ("accept", "reject")
     assert stats["smollm2-135m"]["completion_tokens"] > 0 and stats["gemma3-270m"]["calls"] >= 1
-    time.sleep(0.5)
-    assert _pids_of_launchers() <= before, "servers must be stopped when the context exits"
+    assert _all_stopped(started), "servers must be stopped when the context exits"
 
 
-def test_port_taken_is_a_clear_error(home):
-    before = _pids_of_launchers()
+def test_port_taken_is_a_clear_error(home, started):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
@@ -93,7 +112,7 @@ def test_port_taken_is_a_clear_error(home):
         with pytest.raises(EmbeddedServerError, match=f"port {port} on 127.0.0.1 is already in use"):
             with embedded_servers(load_models_config(None), home, ports={"smollm2-135m": port}):
                 pass
-    assert _pids_of_launchers() <= before, "nothing may be left running after a failed start"
+    assert started == [], "ports are checked before any model is loaded"
 
 
 def test_missing_model_file_is_a_clear_error(home, monkeypatch):

@@ -59,10 +59,13 @@ def _post(api: str, path: str, body: dict) -> list | dict:
 def test_scheduled_publish_run_completes_on_a_real_server(prefect_api, tmp_path):
     home = tmp_path / "home"
     cfg = _synthetic_home(home)
+    # one run: the interval's anchor is a few seconds ahead, the next one an hour later
     script = textwrap.dedent(f"""
+        from datetime import datetime, timedelta, timezone
         from pathlib import Path
         from flows.schedules import DeploymentSpec, serve
-        spec = DeploymentSpec(name="test-publish", entrypoint="flows/schedules.py:publish_flow", interval_s=8,
+        spec = DeploymentSpec(name="test-publish", entrypoint="flows/schedules.py:publish_flow", interval_s=3600,
+                              anchor=datetime.now(timezone.utc) + timedelta(seconds=12),
                               parameters={{"config": {str(cfg)!r}}}, concurrency_limit=1)
         serve([spec], home=Path({str(home)!r}))
     """)
@@ -94,7 +97,7 @@ def test_scheduled_publish_run_completes_on_a_real_server(prefect_api, tmp_path)
     assert run["parameters"]["home"] == str(home)
     assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
     sched = dep["schedules"][0]["schedule"]
-    assert sched["interval"] == 8
+    assert sched["interval"] == 3600
     # the run really published: a verified release with its report, registered in the catalog
     from warehouse.releases import list_releases, verify_release
     from warehouse.store import Warehouse
@@ -106,17 +109,13 @@ def test_scheduled_publish_run_completes_on_a_real_server(prefect_api, tmp_path)
 
 
 def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_path):
-    env = _client_env(tmp_path, prefect_api)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.schedules import deploy
+
     home = tmp_path / "home"
-    code = textwrap.dedent(f"""
-        import json
-        from pathlib import Path
-        from flows.schedules import deploy, load_specs
-        print(json.dumps(deploy(load_specs(), pool="emoforge-test", home=Path({str(home)!r}))))
-    """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ids = json.loads(out.stdout.strip().splitlines()[-1])
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        ids = deploy(load_specs(), pool="emoforge-test", home=home)
     specs = {s.name: s for s in load_specs()}
     assert len(ids) == len(specs) == 3
     pool = httpx.get(f"{prefect_api}/work_pools/emoforge-test", timeout=10).json()
@@ -131,9 +130,9 @@ def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_pa
         assert dep["job_variables"]["env"]["EMOFORGE_HOME"] == str(home)
         assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
     # deploying again updates the same deployments instead of adding new ones
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(json.loads(out.stdout.strip().splitlines()[-1])) == sorted(ids)
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        again = deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home)
+    assert again[0] in ids
 
 
 # ---- overlapping runs (no server needed: the locks are in the home) ------------------------------------------------
@@ -161,16 +160,18 @@ def _publish_direct(home: str, cfg: str, q) -> None:
 def test_overlapping_publishes_do_not_corrupt_the_warehouse(tmp_path):
     home = tmp_path / "home"
     cfg = _synthetic_home(home, n=30)
-    ctx = mp.get_context("spawn")
+    import warehouse.publish  # noqa: F401  (loaded once here; the forked processes inherit it)
+
+    ctx = mp.get_context("fork")
     q = ctx.Queue()
-    # hold the publish job lock so that the two scheduled publishes overlap for sure, as a long publish would
+    # while a publish job holds the home (as a long one would), another scheduled publish is refused at once
     with job_lock(home, "publish"):
-        procs = [ctx.Process(target=_publish_job, args=(str(home), str(cfg), q)) for _ in range(2)]
-        for p in procs:
-            p.start()
-        got = [q.get(timeout=120) for _ in range(2)]
-    assert [g[0] for g in got] == ["busy", "busy"], got
-    assert "another publish is running" in got[0][1] and "nothing was changed" in got[0][1]
+        p = ctx.Process(target=_publish_job, args=(str(home), str(cfg), q))
+        p.start()
+        got = q.get(timeout=120)
+        p.join(30)
+    assert got[0] == "busy", got
+    assert "another publish is running" in got[1] and "nothing was changed" in got[1]
     # now really concurrent: a scheduled publish and a manual one; the warehouse lock serialises them
     procs = [ctx.Process(target=_publish_job, args=(str(home), str(cfg), q)),
              ctx.Process(target=_publish_direct, args=(str(home), str(cfg), q))]
@@ -198,19 +199,26 @@ def test_overlapping_publishes_do_not_corrupt_the_warehouse(tmp_path):
     assert sorted(r["version"] for r in list_releases(Warehouse(home))) == versions
 
 
+def _hold(home: str, ready) -> None:
+    with job_lock(home, "build"):
+        ready.set()
+        time.sleep(600)
+
+
 def test_job_lock_is_released_when_its_holder_is_killed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    code = f"from flows.schedules import job_lock\nimport time\nwith job_lock({str(home)!r}, 'build'):\n    print('held', flush=True)\n    time.sleep(600)\n"
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(home), ready))
+    proc.start()
     try:
-        assert proc.stdout.readline().strip() == "held"
+        assert ready.wait(30)
         with pytest.raises(JobBusy, match=rf"pid {proc.pid}"):
             with job_lock(home, "build"):
                 pass
     finally:
-        proc.kill()  # kill -9: the OS drops the lock with the process
-        proc.wait(10)
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9: the OS drops the lock with the process
+        proc.join(10)
     with job_lock(home, "build"):
         pass

@@ -67,7 +67,8 @@ def test_publish_pull_load_dataset_round_trip(home, tmp_path):
     rel = Path(out["path"])
     manifest = json.loads((rel / "manifest.json").read_text())
     assert manifest["counts"]["dialogues"] == 80
-    assert set(manifest["files"]) >= {"README.md", "data/utterances/train.parquet", "data/dialogues/test.parquet"}
+    uid = manifest["release_uid"]
+    assert set(manifest["files"]) >= {"README.md", f"data/utterances/train-{uid}.parquet", f"data/dialogues/test-{uid}.parquet"}
     dest = pull_release(home, "0.1.0", tmp_path / "pulled")
     utt = datasets.load_dataset(str(dest))
     dlg = datasets.load_dataset(str(dest), "dialogues")
@@ -83,6 +84,19 @@ def test_publish_pull_load_dataset_round_trip(home, tmp_path):
     assert row["emotion"] in load_taxonomy().emotion_names
     assert 0 <= row["bucket"] < 2 and row["difficulty"] > 0
     assert row["label_erc7"] in {"neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"}
+
+
+def test_same_version_in_two_homes_never_share_a_datasets_cache(tmp_path):
+    # datasets keys its cache on the directory name + card patterns; releases named alike must not collide
+    sizes = []
+    for n in (20, 30):
+        h = tmp_path / f"home{n}"
+        seeded(h, n)
+        path = publish_release(h, SYNTH)["path"]
+        assert Path(path).name == "0.1.0"
+        ds = datasets.load_dataset(path, "dialogues")
+        sizes.append(sum(len(ds[s]) for s in ds))
+    assert sizes == [20, 30]
 
 
 def test_splits_are_stable_when_dialogues_are_added(home):
@@ -116,11 +130,10 @@ def test_releases_are_immutable_and_tampering_is_detected(home, tmp_path):
     with pytest.raises(ReleaseError, match="already exists"):
         publish_release(home, SYNTH, version="1.0.0")
     rel = resolve_release(home, "1.0.0")
-    target = rel / "data" / "utterances" / "train.parquet"
-    os.chmod(target, 0o644)
+    target = next((rel / "data" / "utterances").glob("train-*.parquet"))
     with open(target, "ab") as fh:
         fh.write(b"tampered")
-    with pytest.raises(ReleaseError, match="checksum mismatch for data/utterances/train.parquet"):
+    with pytest.raises(ReleaseError, match=f"checksum mismatch for data/utterances/{target.name}"):
         pull_release(home, "1.0.0", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.importers.labels import LABEL_SETS
@@ -61,6 +62,14 @@ class ReleaseRef:
         return int(self.manifest.get("difficulty", {}).get("buckets", 2))
 
 
+def _split_files(manifest: dict, split: str) -> list[str]:
+    """The manifest's utterance files of ``split``: ``data/utterances/<split>.parquet`` or ``<split>-<id>.parquet``."""
+    prefix = "data/utterances/"
+    return sorted(rel for rel in manifest.get("files", {})
+                  if rel.startswith(prefix) and rel.endswith(".parquet")
+                  and (rel[len(prefix):] == f"{split}.parquet" or rel[len(prefix):].startswith(f"{split}-")))
+
+
 def open_release(home: str | Path, version: str) -> ReleaseRef:
     """The registered release ``version`` (refused when unknown); the utterance files are checked against the
     manifest's sha256 so a corrupted release is refused before training on it."""
@@ -68,20 +77,21 @@ def open_release(home: str | Path, version: str) -> ReleaseRef:
     manifest = read_manifest(path)
     files = manifest.get("files", {})
     for split in SPLITS:
-        rel = f"data/utterances/{split}.parquet"
-        meta = files.get(rel)
-        if meta is None:
-            raise TrainerDataError(f"release {version}: {rel} is not in its manifest")
-        if not (path / rel).is_file():
-            raise TrainerDataError(f"release {version}: {rel} is missing")
-        if hash_file(path / rel) != meta["sha256"]:
-            raise TrainerDataError(f"release {version}: {rel} does not match its manifest checksum (corrupted?)")
+        rels = _split_files(manifest, split)
+        if not rels:
+            raise TrainerDataError(f"release {version}: its manifest lists no {split} utterance file")
+        for rel in rels:
+            if not (path / rel).is_file():
+                raise TrainerDataError(f"release {version}: {rel} is missing")
+            if hash_file(path / rel) != files[rel]["sha256"]:
+                raise TrainerDataError(f"release {version}: {rel} does not match its manifest checksum (corrupted?)")
     return ReleaseRef(version=manifest.get("version", version), path=path, manifest=manifest)
 
 
 def release_fingerprint(release: ReleaseRef) -> str:
     files = release.manifest.get("files", {})
-    return json.dumps({s: files[f"data/utterances/{s}.parquet"]["sha256"] for s in SPLITS}, sort_keys=True)
+    return json.dumps({s: [files[r]["sha256"] for r in _split_files(release.manifest, s)] for s in SPLITS},
+                      sort_keys=True)
 
 
 def release_utterances(release: ReleaseRef, mapping: str, splits: tuple[str, ...] = SPLITS) -> list[Utterance]:
@@ -89,9 +99,14 @@ def release_utterances(release: ReleaseRef, mapping: str, splits: tuple[str, ...
     column = "emotion" if mapping in (IDENTITY, release.manifest["taxonomy"].get("name")) else f"label_{mapping}"
     out: list[Utterance] = []
     for split in splits:
-        table = pq.read_table(release.path / "data" / "utterances" / f"{split}.parquet")
-        if column not in table.column_names:
-            raise TrainerDataError(f"release {release.version}: {split} utterances have no column {column!r}")
+        wanted = ["dialogue_id", "utterance_idx", "speaker", "text", column, "difficulty", "bucket"]
+        tables = []
+        for rel in _split_files(release.manifest, split):
+            names = pq.read_schema(release.path / rel).names
+            if column not in names:
+                raise TrainerDataError(f"release {release.version}: {rel} has no column {column!r}")
+            tables.append(pq.read_table(release.path / rel, columns=wanted))  # never the audio bytes
+        table = pa.concat_tables(tables)
         cols = {c: table.column(c).to_pylist() for c in
                 ("dialogue_id", "utterance_idx", "speaker", "text", column, "difficulty", "bucket")}
         for i in range(table.num_rows):

@@ -136,7 +136,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         WHERE d.status = 'accepted' AND d.source IN ({sources})
         """
     )
-    n_sel = con.execute("SELECT count(*) FROM sel").fetchone()[0]
+    n_sel = con.execute("SELECT count(*) FROM sel").fetchall()[0][0]
     if n_sel == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
     # 2. splits: keep stored assignments, assign the new ones
@@ -183,57 +183,78 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     for name, mapping in tax.mappings.items():
         con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
     judge = "judgements" in wh.tables()
-    # 4. Parquet per split, streamed
+    audio = _audio_present(con, wh, pc.audio)
+    audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
+                    if audio else "")
+    audio_col_u = ", c.path AS _audio" if audio else ""
+    audio_join_d = (" LEFT JOIN (SELECT dialogue_id AS mix_dialogue_id, path AS mix_path FROM clips WHERE kind = 'mix') c "
+                    "ON c.mix_dialogue_id = sel.id" if audio else "")
+    audio_col_d = ", any_value(c.mix_path) AS _audio_mix" if audio else ""
+    batch_rows = 256 if audio else pc.row_group_size
+    audio_root = wh.home / "audio"
+    # 4. Parquet per split, streamed. File names carry a per-release id: `datasets` keys its cache on the directory
+    # name and the card's data_files patterns, so two releases named alike must not share file names.
+    uid = uuid.uuid4().hex[:12]
     data = out / "data"
     counts: dict[str, dict[str, int]] = {}
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
     for split in SPLITS:
         q = _sql_str(split)
-        n_utt = _write(con, data / "utterances" / f"{split}.parquet", pc.row_group_size, f"""
+        n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
             SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.text, t.label AS emotion, t.intended_emotion,
                    t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
-                   t.n_words, dif.difficulty, dif.bucket, s.split
+                   t.n_words, dif.difficulty, dif.bucket, s.split{audio_col_u}
             FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id{map_joins}
+                 JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
             WHERE s.split = {q}
-            ORDER BY t.dialogue_id, t.idx""")
+            ORDER BY t.dialogue_id, t.idx""", audio_root if audio else None, batch_rows)
         judge_cte = (
             "SELECT dialogue_id, avg((coalesce(coherence, 0) + coalesce(naturalness, 0) + coalesce(domain_fit, 0)) / 3.0) AS judge_score "
             "FROM judgements WHERE kind = 'llm' GROUP BY dialogue_id"
             if judge else "SELECT NULL::VARCHAR AS dialogue_id, NULL::DOUBLE AS judge_score WHERE FALSE"
         )
-        n_dlg = _write(con, data / "dialogues" / f"{split}.parquet", pc.row_group_size, f"""
+        n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
             WITH js AS ({judge_cte})
             SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
                    CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
                    sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
                    list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
                    any_value(dif.difficulty) AS difficulty, any_value(dif.bucket) AS bucket, any_value(s.split) AS split,
-                   any_value(js.judge_score) AS judge_score, sel.decided_by, sel.text_hash
+                   any_value(js.judge_score) AS judge_score, sel.decided_by, sel.text_hash{audio_col_d}
             FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id LEFT JOIN js ON js.dialogue_id = sel.id
+                 JOIN split_map s ON s.id = sel.id LEFT JOIN js ON js.dialogue_id = sel.id{audio_join_d}
             WHERE s.split = {q}
             GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.text_hash
-            ORDER BY sel.id""")
+            ORDER BY sel.id""", audio_root if audio else None, batch_rows)
         counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
     stats = _stats(con, tax)
+    audio_gate = _audio_gate(con, wh, cfg) if (audio or pc.audio == "require") else None
     con.close()
     _fault("before_validate")
     # 5. the gate
     gate = validate_release(data, tax, pc)
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
-    if not gate.success:
+    if audio_gate is not None:
+        (out / "validation" / "audio.json").write_text(audio_gate.to_json())
+    if not gate.success or (audio_gate is not None and not audio_gate.success):
         keep = wh.runs_dir / run_id
         keep.mkdir(parents=True, exist_ok=True)
         result_path = keep / f"validation-{version}.json"
+        summaries = []
+        if not gate.success:
+            summaries.append(gate.summary())
+        if audio_gate is not None and not audio_gate.success:
+            summaries.append(audio_gate.summary())
+            (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
         result_path.write_text(gate.to_json())
-        raise GateFailed(gate.summary(), result_path)
+        raise GateFailed("\n".join(summaries), result_path)
     # 6. report, manifest, card
     manifest: dict[str, Any] = {
         "name": "emoforge",
         "version": version,
+        "release_uid": uid,
         "parent": parent,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "code_version": code_version(),
@@ -246,7 +267,9 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                    "utterances": sum(c["utterances"] for c in counts.values())},
         "difficulty": {"k": k, "b": b, "buckets": pc.difficulty.buckets, "edges": edges},
         "stats": stats,
-        "validation": {"success": True, "checked": gate.checked},
+        "validation": {"success": True, "checked": gate.checked,
+                       "audio": None if audio_gate is None else {"success": True, "stats": audio_gate.stats}},
+        "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
     }
     manifest["agreement"] = _agreement(wh)
     manifest["report"] = _report(out, tax, wh) if pc.report else None
@@ -263,16 +286,75 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             "n_utterances": manifest["counts"]["utterances"], "counts": counts}
 
 
-def _write(con, path: Path, row_group_size: int, sql: str) -> int:
+AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def _write(con, path: Path, row_group_size: int, sql: str, audio_root: Path | None = None,
+           batch_rows: int | None = None) -> int:
+    """Stream a query into one Parquet file. Columns named ``_audio*`` hold clip paths relative to ``audio_root``;
+    they are written as Hugging Face ``Audio`` structs with the file's bytes embedded."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    reader = con.sql(sql).to_arrow_reader(row_group_size)
+    rows = batch_rows or row_group_size
+    reader = con.sql(sql).to_arrow_reader(rows)
+    schema = _out_schema(reader.schema)
     n = 0
-    with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in reader:
-            if batch.num_rows:
-                writer.write_batch(batch, row_group_size=row_group_size)
-                n += batch.num_rows
+            if not batch.num_rows:
+                continue
+            if audio_root is not None:
+                batch = _embed_audio(batch, schema, audio_root)
+            writer.write_batch(batch, row_group_size=rows)
+            n += batch.num_rows
     return n
+
+
+def _out_schema(schema: pa.Schema) -> pa.Schema:
+    audio = [f.name for f in schema if f.name.startswith("_audio")]
+    if not audio:
+        return schema
+    fields = [pa.field(f.name[1:], AUDIO_TYPE) if f.name in audio else f for f in schema]
+    out = pa.schema(fields)
+    from datasets import Audio, Features
+
+    feats = Features.from_arrow_schema(out)
+    for name in audio:
+        feats[name[1:]] = Audio()
+    return out.with_metadata({"huggingface": json.dumps({"info": {"features": feats.to_dict()}})})
+
+
+def _embed_audio(batch: pa.RecordBatch, schema: pa.Schema, audio_root: Path) -> pa.RecordBatch:
+    cols = []
+    for f in batch.schema:
+        col = batch.column(f.name)
+        if f.name.startswith("_audio"):
+            values = []
+            for rel in col.to_pylist():
+                if rel is None:
+                    values.append(None)
+                else:
+                    values.append({"bytes": (audio_root / rel).read_bytes(), "path": Path(rel).name})
+            col = pa.array(values, type=AUDIO_TYPE)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _audio_present(con, wh: Warehouse, mode: str) -> bool:
+    if mode == "off" or "clips" not in wh.tables():
+        return False
+    n = con.execute("SELECT count(*) FROM clips c JOIN sel ON sel.id = c.dialogue_id").fetchall()[0][0]
+    return n > 0
+
+
+def _audio_gate(con, wh: Warehouse, cfg: Config):
+    from schemas.expectations_audio import validate_audio
+
+    clips = con.sql("SELECT c.* FROM clips c JOIN sel ON sel.id = c.dialogue_id").to_arrow_table() \
+        if "clips" in wh.tables() else None
+    turns = con.sql("SELECT t.id, t.dialogue_id, t.speaker, t.text, t.n_words FROM effective_turns t "
+                    "JOIN sel ON sel.id = t.dialogue_id").to_arrow_table()
+    return validate_audio(clips, turns, cfg.speech.bounds,
+                          audio_root=wh.home / "audio")
 
 
 def _stats(con, tax: Taxonomy) -> dict[str, Any]:
@@ -316,8 +398,9 @@ def dataset_card(manifest: dict[str, Any]) -> str:
         if default:
             lines.append("  default: true")
         lines.append("  data_files:")
-        for split in SPLITS:
-            lines += [f"  - split: {split}", f"    path: data/{cfg_name}/{split}.parquet"]
+        for split in SPLITS:  # an empty split cannot be loaded by `datasets`: it is left out of the card
+            if manifest["counts"]["splits"][split]["dialogues"]:
+                lines += [f"  - split: {split}", f"    path: data/{cfg_name}/{split}-{manifest['release_uid']}.parquet"]
     lines += ["license: other", "language:", "- en", "task_categories:", "- text-classification", "tags:",
               "- emotion-recognition-in-conversation", "- synthetic", "---", ""]
     counts = manifest["counts"]

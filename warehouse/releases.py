@@ -196,7 +196,7 @@ def diff_releases(home: str | os.PathLike, a: str, b: str) -> dict[str, Any]:
         ).fetchall()
         relabelled = con.execute(
             "SELECT count(*) FROM ua JOIN ub USING (dialogue_id, utterance_idx) WHERE ua.emotion <> ub.emotion"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
         def dist(table: str, col: str) -> dict[str, int]:
             return dict(con.execute(f"SELECT {col}, count(*) FROM {table} GROUP BY 1").fetchall())
@@ -213,8 +213,8 @@ def diff_releases(home: str | os.PathLike, a: str, b: str) -> dict[str, Any]:
 
         return {
             "a": a, "b": b,
-            "dialogues": {"a": con.execute("SELECT count(*) FROM da").fetchone()[0],
-                          "b": con.execute("SELECT count(*) FROM db").fetchone()[0]},
+            "dialogues": {"a": con.execute("SELECT count(*) FROM da").fetchall()[0][0],
+                          "b": con.execute("SELECT count(*) FROM db").fetchall()[0][0]},
             "added": len(added), "removed": len(removed), "added_ids": added[:50], "removed_ids": removed[:50],
             "changed_split": len(moved), "relabelled_utterances": relabelled,
             "emotions": shift("emotion", "ua", "ub"), "splits": shift("split", "da", "db"),

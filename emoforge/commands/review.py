@@ -158,6 +158,8 @@ def register(app: typer.Typer) -> None:
         project: ProjectOpt = "emoforge dialogue review",
         as_json: JsonOpt = False,
         strict: Annotated[bool, typer.Option("--strict", help="exit 1 when any annotation has a problem")] = False,
+        watch: Annotated[Optional[float], typer.Option("--watch", help="keep polling (Prefect flow) for this many minutes, until every task has its annotations")] = None,
+        interval: Annotated[float, typer.Option("--interval", help="seconds between polls with --watch")] = 60.0,
     ) -> None:
         """Fetch, validate and store the annotations (idempotent); report each problem per task."""
         path = open_home(home)
@@ -166,6 +168,16 @@ def register(app: typer.Typer) -> None:
         from annotation.push import PushError
         from annotation.server import LabelStudioError
 
+        if watch is not None:
+            from flows.review_flow import review_poll_flow_fn
+
+            try:
+                reports = review_poll_flow_fn()(str(path), watch, interval, url, project)
+            except (PushError, LabelStudioError) as exc:
+                fail(str(exc))
+            last = reports[-1] if reports else {}
+            typer.echo(json.dumps({"polls": len(reports), **last}))
+            return
         try:
             rep = pull(path, connect(path, url), title=project)
         except (PushError, LabelStudioError) as exc:

@@ -152,6 +152,9 @@ def _classify(exc: BaseException) -> tuple[str, int | None, float | None]:
     import openai
 
     if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):
+        # the aiohttp transport reports every connection failure (refused, reset) as a connect *timeout*
+        if any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in _causes(exc)):
+            return "connection", None, None
         return "timeout", None, None
     if isinstance(exc, openai.APIConnectionError):
         return "connection", None, None
@@ -172,6 +175,15 @@ def _classify(exc: BaseException) -> tuple[str, int | None, float | None]:
     if isinstance(exc, (json.JSONDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError)):
         return "server", None, None  # malformed response body
     return "connection", None, None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc.__cause__ or exc.__context__
+    while cur is not None and len(out) < 8:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```\s*$", re.S)
@@ -304,6 +316,8 @@ class LLMPool:
                 self._stopped = (f"error rate {rate:.0%} over the last {n} calls passed error_rate_stop="
                                  f"{self.config.error_rate_stop:.0%} (last error: {kind})")
                 log.error("early stop: %s", self._stopped)
+                for name, router in self._routers.items():
+                    router.abort(EarlyStop("early_stop", self._stopped, model=name))
 
     def _check_stop(self, model: str) -> None:
         if self._stopped:
@@ -413,7 +427,10 @@ class LLMPool:
                     if not value:
                         raise LLMCallError("auth", f"environment variable {ep.api_key_env} is not set", model=model)
                     headers = {"Authorization": f"Bearer {value}"}
-                resp = await ep.client.chat.completions.create(**kwargs, extra_headers=headers, timeout=spec.timeout_s)
+                # the transport's timeout is per socket read; this one bounds the whole call
+                async with asyncio.timeout(spec.timeout_s + 1.0):
+                    resp = await ep.client.chat.completions.create(**kwargs, extra_headers=headers,
+                                                                   timeout=spec.timeout_s)
                 choice = resp.choices[0]
                 text = choice.message.content or ""
                 finish = choice.finish_reason or "stop"
@@ -435,10 +452,12 @@ class LLMPool:
                     ep.cut(started)
                 if retry_after:
                     router.cool_down(ep, min(retry_after, pol.max_retry_after_s))
-                elif kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3):
+                elif len(router.endpoints) > 1 and ep.cooldown_until <= time.monotonic() and (
+                        kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3)):
                     # a replica that is down (or keeps failing) is left alone for a while, doubling up to 30 s,
-                    # so the others take the traffic
-                    router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.consecutive_failures - 1, 6)))
+                    # so the other replicas take the traffic (with one replica, the retry backoff does the waiting)
+                    ep.cooldowns += 1
+                    router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
                 router.release(ep)
                 st.attempt_errors[kind] += 1
                 msg = _short(exc)
@@ -455,10 +474,8 @@ class LLMPool:
                     await asyncio.sleep(delay)
                 continue
             latency = time.monotonic() - started
-            grew = ep.on_success(started, latency, ctok)
-            router.release(ep)
-            if grew:
-                router.dispatch()
+            ep.on_success(started, latency, ctok)
+            router.release(ep)  # hands the freed slot (and any the limit just gained) to waiting requests
             st.calls += 1
             st.prompt_tokens += ptok
             st.completion_tokens += ctok

@@ -269,6 +269,12 @@ def embedded_servers(config: ModelsConfig, home: Path | None, *, ports: dict[str
     already have endpoints are left alone; several models with the same ``embedded`` key share one server."""
     need = config.needs_embedded()
     keys = sorted({config.models[m].embedded for m in need})  # type: ignore[misc]
+    for key in keys:  # every problem we can see before loading any model
+        model_path(key, home)
+        port = (ports or {}).get(key)
+        if port is not None and not port_free(port):
+            raise EmbeddedServerError(f"port {port} on 127.0.0.1 is already in use (another `emoforge llm "
+                                      f"serve-embedded`?); choose another port or stop what listens there")
     servers: dict[str, EmbeddedServer] = {}
     try:
         for key in keys:

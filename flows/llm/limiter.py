@@ -33,6 +33,7 @@ class Endpoint:
     successes: int = 0
     failures: int = 0
     consecutive_failures: int = 0
+    cooldowns: int = 0  # failure cool-downs in a row (reset by a success)
     cuts: int = 0
     client: object = field(default=None, repr=False)
     api_key_env: str | None = None
@@ -48,8 +49,10 @@ class Endpoint:
         """Record a success; returns True when the limit grew past an integer (more requests may start)."""
         self.successes += 1
         self.consecutive_failures = 0
+        self.cooldowns = 0
         per_token = latency_s / max(1, completion_tokens)
-        a = 0.1
+        # smoothed over about two round trips (2 x limit completions), so a momentary stall does not cut
+        a = 1.0 / max(10.0, 2.0 * self.limit)
         self.lat_ewma = per_token if self.lat_ewma is None else (1 - a) * self.lat_ewma + a * per_token
         if self.successes >= self.policy.min_samples:
             if self.lat_floor is None or self.lat_ewma < self.lat_floor:
@@ -163,6 +166,13 @@ class Router:
             self._timer.cancel()
             self._timer = None
         self._arm_timer()
+
+    def abort(self, exc: BaseException) -> None:
+        """Fail every waiting request with ``exc`` (the run stopped)."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
 
     @property
     def waiting(self) -> int:

