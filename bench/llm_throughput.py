@@ -41,7 +41,6 @@ def _messages(i: int) -> list[dict]:
 
 
 async def _bare_loop(url: str, n: int, concurrency: int, transport: str) -> float:
-    import httpx2
     from openai import AsyncOpenAI, DefaultAioHttpClient
 
     http = DefaultAioHttpClient() if transport == "aiohttp" else None
@@ -58,7 +57,6 @@ async def _bare_loop(url: str, n: int, concurrency: int, transport: str) -> floa
     await asyncio.gather(*[one(i) for i in range(n)])
     dt = time.perf_counter() - t
     await client.close()
-    del httpx2
     return n / dt
 
 

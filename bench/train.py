@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--base-model", help="local model folder (default: a tiny model built on the fly)")
     ap.add_argument("--dialogues", type=int, default=None)
     a = ap.parse_args()
-    n_dialogues = a.dialogues or (16 if a.quick else 80)
+    n_dialogues = a.dialogues or (12 if a.quick else 80)
 
     tmp = Path(tempfile.mkdtemp(prefix="emoforge-bench-train-"))
     home = tmp / "home"
@@ -59,8 +59,8 @@ def main() -> None:
     version = publish_release(home, Config.model_validate({"publish": {"sources": ["synthetic"]}}))["version"]
     base = Path(a.base_model) if a.base_model else build_tiny_model(tmp / "tiny")
     cfg = TrainConfig(window=2 if a.quick else 5, k=1 if a.quick else 3, batch_size=8,
-                      max_length=384 if a.quick else 1024, max_eval=16 if a.quick else 64,
-                      max_steps_per_phase=3 if a.quick else None)
+                      max_length=384 if a.quick else 1024, max_eval=8 if a.quick else 64,
+                      max_steps_per_phase=2 if a.quick else None)
     t0 = time.perf_counter()
     metrics = train(home, version, base, tmp / "out", cfg, log=lambda m: print(m, file=sys.stderr), progress=False)
     wall = time.perf_counter() - t0

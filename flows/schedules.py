@@ -16,6 +16,7 @@ publishes never interleave. Nothing here needs a Prefect server: the functions r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -44,6 +45,44 @@ class ScheduleError(RuntimeError):
     """A deployment spec, server or work pool that cannot be used; the message says which and why."""
 
 
+class StorageError(RuntimeError):
+    """The home's file system refused a write (full, over quota, read-only); nothing stored before was lost."""
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                   errno.EFBIG: "a file size limit was reached", errno.EROFS: "the file system is read-only",
+                   errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """'the disk is full' etc. when ``exc`` (or what caused it) is a refused write, else None."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return _STORAGE_ERRNOS[exc.errno]
+        text = str(exc)
+        for code, why in _STORAGE_ERRNOS.items():
+            if os.strerror(code) in text:
+                return why
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+@contextmanager
+def storage_errors(home: Path, what: str) -> Iterator[None]:
+    """Turn a refused write during ``what`` into a :class:`StorageError` that says so plainly."""
+    try:
+        yield
+    except (JobBusy, StorageError):
+        raise
+    except Exception as exc:
+        why = storage_problem(exc)
+        if why is None:
+            raise
+        raise StorageError(f"{what} stopped: {why} under {home} ({exc}). What was stored before is intact; free space "
+                           f"(or make the home writable) and run it again: it resumes.") from exc
+
+
 # ---- job lock ----------------------------------------------------------------------------------------------
 @contextmanager
 def job_lock(home: str | os.PathLike, job: str, timeout: float = 0.0) -> Iterator[None]:
@@ -67,8 +106,11 @@ def job_lock(home: str | os.PathLike, job: str, timeout: float = 0.0) -> Iterato
         raise JobBusy(f"another {job} is running in {Path(home)}{holder}; this run was refused, nothing was changed"
                       ) from None
     try:
-        info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        try:
+            info.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                        "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        except OSError:
+            pass  # who holds the lock is only informative (e.g. a full disk)
         yield
     finally:
         info.unlink(missing_ok=True)
@@ -133,7 +175,7 @@ def publish_job(home: str | None = None, config: str | None = None, only_if_chan
 
     path = _home(home)
     cfg = load_config(config)
-    with job_lock(path, "publish"):
+    with storage_errors(path, "publish"), job_lock(path, "publish"):
         if only_if_changed:
             rels = list_releases(Warehouse(path))
             if rels:
@@ -156,7 +198,7 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
     path = _home(home)
     cfg = load_build_config(config)
     mcfg = load_models_config(models)
-    with job_lock(path, "build"):
+    with storage_errors(path, "build"), job_lock(path, "build"):
         summary = run_build(path, cfg, mcfg, n_dialogues=dialogues, seed=seed, publish=publish,
                             task_runner=make_task_runner(runner), progress=False, command="build-job")
     return {k: v for k, v in summary.items() if k != "metrics"} | {"metrics": summary.get("metrics", {})}
@@ -172,7 +214,7 @@ def review_pull_job(home: str | None = None, project: str | None = None) -> dict
     fn = getattr(pull_mod, "pull_reviews", None) or getattr(pull_mod, "pull", None)
     if fn is None:
         raise ScheduleError("annotation.pull has no pull_reviews()/pull() function")
-    with job_lock(path, "review-pull"):
+    with storage_errors(path, "review pull"), job_lock(path, "review-pull"):
         kwargs = {"project": project} if project else {}
         result = fn(path, **kwargs)
     return result if isinstance(result, dict) else {"result": result}

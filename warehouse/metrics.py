@@ -7,7 +7,7 @@ accounting (``flows.llm.client.LLMClient.stats()``)::
     {"models": {"<model>": {"requests": 10, "calls": 9, "cached": 1, "retries": 2, "repairs": 0,
                             "errors": {"timeout": 1}, "prompt_tokens": 900, "completion_tokens": 400,
                             "latency_p50": 0.8, "latency_p90": 1.9, "latency_p99": 2.4,   # seconds
-                            "tokens_per_s": 55.0, ...}},
+                            "tokens_per_s": 55.0, ...}},   # or tokens_per_s_wall (flows.build)
      "stages": {...}, ...}
 
 Views (on a connection from :func:`connect`, or inside ``catalog.duckdb`` after :func:`install_catalog_views`):
@@ -52,7 +52,8 @@ SELECT r.id AS run_id, r.command, r.status, r.started_at, r.finished_at, m.key A
        TRY_CAST(json_extract(m.value, '$.latency_p50') AS DOUBLE) AS latency_p50_s,
        TRY_CAST(json_extract(m.value, '$.latency_p90') AS DOUBLE) AS latency_p90_s,
        TRY_CAST(json_extract(m.value, '$.latency_p99') AS DOUBLE) AS latency_p99_s,
-       TRY_CAST(json_extract(m.value, '$.tokens_per_s') AS DOUBLE) AS tokens_per_s
+       coalesce(TRY_CAST(json_extract(m.value, '$.tokens_per_s') AS DOUBLE),
+                TRY_CAST(json_extract(m.value, '$.tokens_per_s_wall') AS DOUBLE)) AS tokens_per_s
 FROM runs r,
      json_each(CASE WHEN json_valid(r.metrics_json) AND json_type(r.metrics_json, '$.models') = 'OBJECT'
                     THEN r.metrics_json ELSE '{{"models": {{}}}}' END, '$.models') m

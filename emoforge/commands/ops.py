@@ -20,11 +20,32 @@ import typer
 from emoforge.commands._common import HomeOpt, console, fail, open_home
 
 DEFAULT_API = "http://127.0.0.1:4200/api"
+# columns shown in the terminal by default (--json or --all give every column)
+COMPACT = {
+    "model_metrics": ["model", "runs", "calls", "cached", "retries", "errors", "prompt_tokens", "completion_tokens",
+                      "latency_p50_s", "latency_p90_s", "latency_p99_s", "tokens_per_s"],
+    "acceptance_by_pair": ["model_a", "model_b", "dialogues", "accepted", "rejected", "uncertain", "failed", "acceptance"],
+    "acceptance_by_domain": ["domain", "dialogues", "accepted", "rejected", "uncertain", "failed", "acceptance"],
+    "run_summary": ["run_id", "command", "status", "started_at", "duration_s", "calls", "tokens", "dialogues",
+                    "accepted"],
+}
 ApiOpt = Annotated[Optional[str], typer.Option(
     "--api", help=f"Prefect API URL (default: $PREFECT_API_URL, else {DEFAULT_API})")]
 OnlyOpt = Annotated[Optional[list[str]], typer.Option(
     "--only", help="deploy only these deployments of prefect.yaml (repeatable)")]
 YamlOpt = Annotated[Optional[Path], typer.Option("--prefect-yaml", help="deployments file (default: the checkout's prefect.yaml)")]
+
+
+def _cell(v) -> str:
+    from datetime import datetime
+
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    return str(v)
 
 
 def _api(api: str | None) -> str:
@@ -124,6 +145,7 @@ def register(app: typer.Typer) -> None:
             "--view", help="view(s) to show (default: model_metrics, acceptance_by_pair, run_summary)")] = None,
         sql: Annotated[Optional[str], typer.Option("--sql", help="run this SQL (the metric views are defined)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON rows")] = False,
+        all_columns: Annotated[bool, typer.Option("--all", help="every column (default: the main ones)")] = False,
         install: Annotated[bool, typer.Option(
             "--install", help="also define the views inside <home>/catalog.duckdb for plain duckdb")] = False,
     ) -> None:
@@ -163,7 +185,8 @@ def register(app: typer.Typer) -> None:
 
         out = console.__class__()  # stdout
         for name, t in tables.items():
-            table = Table(*t.column_names, title=name, title_justify="left")
-            for row in t.to_pylist():
-                table.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+            cols = t.column_names if all_columns or name not in COMPACT else [c for c in COMPACT[name] if c in t.column_names]
+            table = Table(*cols, title=name, title_justify="left")
+            for row in t.select(cols).to_pylist():
+                table.add_row(*(_cell(v) for v in row.values()))
             out.print(table)

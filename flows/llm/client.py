@@ -265,8 +265,9 @@ class LLMPool:
                 ck = (es.base_url, spec.timeout_s)
                 client = by_url.get(ck)
                 if client is None:
+                    # a connection per request in flight (aiohttp's own default would cap at 100)
                     http = DefaultAioHttpClient(
-                        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=None),
+                        limits=httpx2.Limits(max_connections=max(100, 2 * ceiling), max_keepalive_connections=ceiling),
                         timeout=httpx2.Timeout(spec.timeout_s, connect=min(10.0, spec.timeout_s)),
                     )
                     # the key goes in per request (read from the environment at call time); this placeholder is
@@ -378,6 +379,7 @@ class LLMPool:
                 if task is not None and task.cancelling():
                     raise  # we are being cancelled ourselves
                 continue  # the call we shared was cancelled: make it ourselves
+            st.cached += 1
             return ChatResult(**{**res.__dict__, "cached": True})
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut

@@ -1,6 +1,6 @@
 """``synthesise_home``: voice every accepted dialogue of a home that lacks up-to-date clips.
 
-Steps: select accepted dialogues (a human review's verdict wins over the dialogue status) → cast voices
+Steps: select accepted dialogues (``warehouse.effective``: human reviews win over the judges) → cast voices
 (recorded in ``casts``) → plan one clip per turn (content keys) → render the missing files in parallel workers →
 write ``clips`` records (kind ``turn``) → mix each dialogue (kind ``mix``) → ASR round trip (``wer`` per turn clip).
 Every step reads what is on disk first, so a rerun after a kill does only what is left.
@@ -27,17 +27,11 @@ from flows.speech.synthesis import ClipJob, ClipResult, run_jobs
 from flows.speech.voices import POOLS, Voice, check_pool
 from schemas.records import AudioClip, content_id
 from schemas.taxonomy import load_taxonomy
+from warehouse.effective import effective_views
 from warehouse.store import Warehouse
 
-ACCEPTED_SQL = """
-WITH rv AS (
-    SELECT dialogue_id, verdict FROM reviews WHERE verdict IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY dialogue_id ORDER BY updated_at DESC, id DESC) = 1
-)
-SELECT d.id AS dialogue_id, d.taxonomy
-FROM dialogues d LEFT JOIN rv ON rv.dialogue_id = d.id
-WHERE coalesce(rv.verdict, CASE WHEN d.status = 'accepted' THEN 'accept' END) = 'accept'
-"""
+# what a release would take: human reviews applied over the judges (warehouse.effective), corrected labels included
+ACCEPTED_SQL = "SELECT id AS dialogue_id, taxonomy FROM effective_dialogues WHERE status = 'accepted'"
 
 
 class SpeechError(RuntimeError):
@@ -106,7 +100,12 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     console = _console(progress)
 
     # -- what to voice
-    acc = wh.query(ACCEPTED_SQL).to_pylist()
+    con = wh.connect()
+    try:
+        effective_views(con)
+        acc = con.sql(ACCEPTED_SQL).to_arrow_table().to_pylist()
+    finally:
+        con.close()
     if dialogue_ids is not None:
         wanted = set(dialogue_ids)
         acc = [r for r in acc if r["dialogue_id"] in wanted]
@@ -117,8 +116,9 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     taxonomies = {r["taxonomy"] or "deepdialogue" for r in acc}
     con = wh.connect()
     try:
+        effective_views(con)
         con.register("_want", __import__("pyarrow").table({"dialogue_id": ids}))
-        turns = con.sql("SELECT t.* FROM turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
+        turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
             .to_arrow_table().to_pylist()
         old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
         old_casts = {}
