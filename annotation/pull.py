@@ -26,7 +26,7 @@ from pathlib import Path
 
 from annotation.config import EMOTION_PREFIX, VERDICTS
 from annotation.push import DEFAULT_PROJECT, PushError, find_project, project_key
-from annotation.records import ReviewProblem, ReviewTask, review_id
+from annotation.records import ReviewProblem, review_id
 from schemas.records import Review
 from warehouse.store import Warehouse
 

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--home", type=Path, default=ROOT / ".cache" / "bench-home", help="emoforge home (LLM cache)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="stop judging after this many seconds (unfinished items are reported; --quick: 45)")
+                    help="stop judging after this many seconds (unfinished items are reported; --quick: 30)")
     ap.add_argument("--bench-dir", type=Path, default=BENCH)
     a = ap.parse_args(argv)
     import signal
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     from schemas.taxonomy import load_taxonomy
 
     n = 2 if a.quick else a.n
-    budget = a.budget_s if a.budget_s is not None else (45.0 if a.quick else None)
+    budget = a.budget_s if a.budget_s is not None else (30.0 if a.quick else None)
     sets = load_sets(a.bench_dir)
     if a.quick and not a.sets:
         a.sets = ["fed-dialog", "grade", "esconv-vs-failed"]

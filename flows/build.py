@@ -447,7 +447,17 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
         if publish:
             from warehouse.publish import publish_release
 
-            rel = publish_release(home, config, version=version, run_id=run_id)
+            try:
+                rel = publish_release(home, config, version=version, run_id=run_id)
+            except Exception as exc:
+                if type(exc).__name__ == "PublishError" and "nothing to publish" in str(exc):
+                    raise BuildError(
+                        f"nothing to publish: none of the {len(scenarios)} dialogues was accepted "
+                        f"(statuses {metrics['statuses']}; rejections by gate {metrics['rejections_by_gate']}; "
+                        f"failed-turn retries by gate {metrics['turn_retries_by_gate']}). Ask for more dialogues, "
+                        "point --models at larger models, or relax the judging thresholds (docs/generation.md)"
+                    ) from None
+                raise
             summary.update(rel)
             metrics["published"] = {"version": rel.get("version"), "path": rel.get("path")}
         status = "finished"

@@ -204,20 +204,16 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
     return {k: v for k, v in summary.items() if k != "metrics"} | {"metrics": summary.get("metrics", {})}
 
 
-def review_pull_job(home: str | None = None, project: str | None = None) -> dict[str, Any]:
-    """Pull finished Label Studio annotations into the ``reviews`` table (the annotation package's pull)."""
+def review_pull_job(home: str | None = None, project: str | None = None, url: str | None = None) -> dict[str, Any]:
+    """``emoforge review pull``: fetch, validate and store the Label Studio annotations (idempotent)."""
+    from annotation.client import connect
+    from annotation.pull import pull
+    from annotation.push import DEFAULT_PROJECT
+
     path = _home(home)
-    try:
-        from annotation import pull as pull_mod  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise ScheduleError(f"review pull is not available in this installation ({exc})") from None
-    fn = getattr(pull_mod, "pull_reviews", None) or getattr(pull_mod, "pull", None)
-    if fn is None:
-        raise ScheduleError("annotation.pull has no pull_reviews()/pull() function")
     with storage_errors(path, "review pull"), job_lock(path, "review-pull"):
-        kwargs = {"project": project} if project else {}
-        result = fn(path, **kwargs)
-    return result if isinstance(result, dict) else {"result": result}
+        rep = pull(path, connect(path, url), title=project or DEFAULT_PROJECT)
+    return rep.as_dict() | {"problem_list": [str(p) for p in rep.problems][:50]}
 
 
 # ---- Prefect flows over the jobs (the entrypoints of prefect.yaml) ------------------------------------------
@@ -235,9 +231,9 @@ def build_flow(home: str | None = None, config: str | None = None, models: str |
 
 
 @flow(name="scheduled-review-pull", persist_result=False, log_prints=True)
-def review_pull_flow(home: str | None = None, project: str | None = None) -> dict:
+def review_pull_flow(home: str | None = None, project: str | None = None, url: str | None = None) -> dict:
     """Pull finished human reviews from Label Studio into the warehouse."""
-    return review_pull_job(home, project)
+    return review_pull_job(home, project, url)
 
 
 # ---- deployment specs (prefect.yaml) ------------------------------------------------------------------------

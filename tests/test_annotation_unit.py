@@ -276,3 +276,22 @@ def test_poll_until_stops_when_done_or_at_deadline():
     reports = poll_until("h", T0 + timedelta(seconds=150), 60, poll=lambda h, url=None, project=None: {"tasks_waiting": 5},
                          sleep=lambda s: clock.__setitem__(0, clock[0] + timedelta(seconds=s)), now=lambda: clock[0])
     assert len(reports) == 4  # t = 0, 60, 120, 150
+
+
+# ---- judge calibration scoring (the judge itself runs in bench/judge_calibration.py) -----------------------
+def test_calibration_sets_and_scores(shared_dir):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("judge_calibration", Path(__file__).parent.parent / "bench" / "judge_calibration.py")
+    jc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jc)
+    sets = jc.load_sets(shared_dir / "benchdata")
+    assert set(sets) == {"fed-dialog", "fed-turn", "usr-topicalchat", "usr-personachat", "grade", "esconv-vs-failed"}
+    assert all(len(v) >= 50 for v in sets.values())
+    assert {it["human"]["overall"] for it in sets["esconv-vs-failed"]} == {0.0, 1.0}
+    assert all(2 <= len(it["texts"]) <= jc.MAX_TURNS for v in sets.values() for it in v)
+    picked = jc.sample(sets["esconv-vs-failed"], 6, seed=0, balanced=True)
+    assert sorted(it["human"]["overall"] for it in picked) == [0.0] * 3 + [1.0] * 3
+    assert jc.auc([3, 4, 5], [1, 2]) == 1.0 and jc.auc([1], [1]) == 0.5
+    hint = jc.threshold_hint([(1, 0.1), (1.5, 0.2), (2, 0.3), (3, 0.6), (4, 0.8), (4.5, 0.9), (5, 1.0)])
+    assert hint["youden_j"] == 1.0 and 2 < hint["judge_score"] <= 4

@@ -4,7 +4,6 @@ work pool with their cron schedules; overlapping publishes into one home are ser
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import signal

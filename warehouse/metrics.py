@@ -28,11 +28,10 @@ connection has the store's ``reviews`` and ``turns`` views, else ``dialogues``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import duckdb
 
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, WarehouseError
 
 _NUM = "coalesce(TRY_CAST(json_extract(m.value, '$.{k}') AS {t}), 0)"
 
@@ -198,9 +197,13 @@ def install_catalog_views(home: str | os.PathLike) -> list[str]:
     """Define the store views and the metric views inside ``catalog.duckdb`` (under the write lock), so that
     ``duckdb <home>/catalog.duckdb -c 'FROM model_metrics'`` works without emoforge."""
     wh = Warehouse(home)
-    with wh.catalog(write=True) as con:
-        wh.refresh_catalog_views(con)
-        return define_metric_views(con)
+    try:
+        with wh.catalog(write=True) as con:
+            wh.refresh_catalog_views(con)
+            return define_metric_views(con)
+    except (OSError, duckdb.IOException) as exc:
+        raise WarehouseError(f"cannot write the catalog {wh.catalog_path}: {getattr(exc, 'strerror', None) or exc}"
+                             ) from None
 
 
 def metrics_report(home: str | os.PathLike) -> dict[str, list[dict]]:
