@@ -120,6 +120,9 @@ def main() -> None:
         "final_weighted_f1": {k: round(v["weighted_f1"], 4) for k, v in metrics["final"].items()},
         "train_wall_s": round(wall, 1), "prompt_tokens_mean": round(sum(len(e.prompt) for e in items) / len(items), 1),
     }))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

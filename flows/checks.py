@@ -125,6 +125,15 @@ _LEAKED_INSTRUCTION = re.compile(
 )
 
 
+# the prompt's own framing repeated back ("a person talking with B", "Speaker A's line"): case-sensitive A/B
+_LEAKED_FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:with|to) [AB]\b(?![\w'])|\b(?:person|speaker) [AB]\b(?![\w'])")
+
+
+def _leaked_instruction(text: str) -> str | None:
+    m = _LEAKED_INSTRUCTION.search(text) or _LEAKED_FRAMING.search(text)
+    return m.group(0) if m else None
+
+
 def latin_share(text: str) -> float:
     letters = [ch for ch in text if ch.isalpha()]
     if not letters:
@@ -233,8 +242,8 @@ def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_rea
     cap = hard_cap or word_cap
     if n > cap:
         return TurnProblem("over_word_cap", f"{n} words > {cap}")
-    if _LEAKED_INSTRUCTION.search(text):
-        return TurnProblem("leaked_instruction", _LEAKED_INSTRUCTION.search(text).group(0))
+    if _leaked_instruction(text):
+        return TurnProblem("leaked_instruction", _leaked_instruction(text))
     if _LEAKED_TAG.search(text):
         return TurnProblem("leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip())
     if latin_share(text) < 0.95:
@@ -294,8 +303,8 @@ def _all_turn_problems(text: str, earlier: Sequence[str], cap: int, finish_reaso
         yield "over_word_cap", f"{n}>{cap}"
     if _LEAKED_TAG.search(text):
         yield "leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip()
-    if _LEAKED_INSTRUCTION.search(text):
-        yield "leaked_instruction", _LEAKED_INSTRUCTION.search(text).group(0)
+    if _leaked_instruction(text):
+        yield "leaked_instruction", _leaked_instruction(text)
     if latin_share(text) < 0.95:
         yield "wrong_script", f"{latin_share(text):.2f}"
     if language == "en" and n >= 8 and function_word_share(text) < 0.1:

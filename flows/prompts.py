@@ -60,8 +60,9 @@ def turn_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str],
 
 
 def turn_max_tokens(word_cap: int) -> int:
-    """Room for the capped line plus the chatter small models add before being cleaned (about 1.4 tokens/word)."""
-    return int(word_cap * 3 + 24)
+    """Room for the capped line (about 1.3 tokens a word) plus a role prefix. A reply cut here keeps its whole
+    sentences within the cap (flows.generate), so rambling small models cost little time."""
+    return int(word_cap * 2 + 12)
 
 
 # ---- judge -----------------------------------------------------------------------------------------------------

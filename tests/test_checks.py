@@ -161,3 +161,30 @@ def test_tiny_judges_are_advisory_by_default():
     assert judges_decide(JudgingConfig(), [tiny, big])
     assert judges_decide(JudgingConfig(judges_decide="always"), [tiny])
     assert not judges_decide(JudgingConfig(judges_decide="never"), [big])
+
+
+# replies SmolLM2-135M-Instruct gave to flows.prompts.turn_messages on the embedded default (word cap 25)
+REAL = [
+    ("B: Hey I'm Jamie, a tech blogger, I've been working on a new gadget for 3 years now. It's amazing, but I'm "
+     "just starting to understand how it works. I need some advice, I'm so frustrated.\n\n(Sender's f", None,
+     "Hey I'm Jamie, a tech blogger, I've been working on a new gadget for 3 years now."),
+    ("You're a, a person talking with B in a, a conversation about the weather.\n\nWhat's the next thing you've "
+     "done to me?", "leaked_instruction", None),
+    ("I'm so glad to be here, I'm so glad to be here and I'm having fun, I'm having fun, I'm having fun, I'm "
+     "having fun, I'm having fun, I'm having fun, I'm", "over_word_cap", None),
+    ("I'm so frustrated with how fast technology has changed my life. I love how it can make everything seem so "
+     "amazing, but I'm not sure if it's really worth my time.", None,
+     "I'm so frustrated with how fast technology has changed my life."),
+    ("B: I've always wanted to try out some new makeup that makes my hair so pretty, you know? But I'm having fun "
+     "with it.", None, "I've always wanted to try out some new makeup that makes my hair so pretty, you know? But "
+     "I'm having fun with it."),
+]
+
+
+@pytest.mark.parametrize("raw, gate, clean", REAL)
+def test_real_small_model_replies(raw, gate, clean):
+    text = clean_turn(raw, 25)
+    p = turn_problem(text, [], 25)
+    assert (p.gate if p else None) == gate, (text, p)
+    if clean is not None:
+        assert text == clean

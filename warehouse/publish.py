@@ -130,7 +130,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                    md5(string_agg(trim(regexp_replace(lower(text), '[^[:alnum:]]+', ' ', 'g')), chr(10) ORDER BY idx)) AS text_hash
             FROM effective_turns GROUP BY dialogue_id
         )
-        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, th.text_hash,
+        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, th.text_hash, d.source_split,
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
         FROM effective_dialogues d JOIN th ON th.dialogue_id = d.id
         WHERE d.status = 'accepted' AND d.source IN ({sources})
@@ -142,8 +142,11 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     # 2. splits: keep stored assignments, assign the new ones
     existing = con.execute("SELECT id, split, stratum, group_key FROM splits").fetchall() if "splits" in wh.tables() else []
     known = {row[0] for row in existing}
-    new = [(i, s, h) for i, s, h in con.execute("SELECT id, stratum, text_hash FROM sel").fetchall() if i not in known]
-    assigned = assign_splits(new, existing, pc.splits.fractions(), pc.splits.seed)
+    pending = [r for r in con.execute("SELECT id, stratum, text_hash, source_split FROM sel").fetchall() if r[0] not in known]
+    # imported dialogues keep the split their dataset gave them (a DailyDialog test dialogue never trains)
+    assigned = [{"id": i, "split": sp, "stratum": st, "group_key": h} for i, st, h, sp in pending if sp in SPLITS]
+    new = [(i, st, h) for i, st, h, sp in pending if sp not in SPLITS]
+    assigned += assign_splits(new, existing, pc.splits.fractions(), pc.splits.seed)
     if assigned:
         wh.upsert_arrow("splits", pa.Table.from_pylist(assigned, schema=SPLIT_SCHEMA))
     split_rows = existing + [(r["id"], r["split"], r["stratum"], r["group_key"]) for r in assigned]
