@@ -8,6 +8,8 @@ cd "$ROOT"
 export UV_PYTHON_DOWNLOADS=never
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$ROOT/.cache/uv}"
 export UV_LINK_MODE="${UV_LINK_MODE:-copy}"
+# precompiled bytecode: every test subprocess (Prefect server, Dask workers, kill drills) imports the stack again
+export UV_COMPILE_BYTECODE=1
 UV_VERSION=0.13.8
 
 if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then

@@ -275,7 +275,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
     }
     manifest["agreement"] = _agreement(wh)
-    manifest["report"] = _report(out, tax, wh) if pc.report else None
+    manifest["report"] = _report(out, tax, wh, manifest) if pc.report else None
     (out / "README.md").write_text(dataset_card(manifest))
     _fault("before_manifest")
     files = {}
@@ -380,13 +380,13 @@ def _agreement(wh: Warehouse) -> dict | None:
         return {"error": str(exc)}
 
 
-def _report(out: Path, tax: Taxonomy, wh: Warehouse) -> str | None:
+def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -> str | None:
     try:
         from flows.report import write_report
     except ImportError:
         return None
     try:
-        return write_report(out, taxonomy=tax, home=wh.home).relative_to(out).as_posix()
+        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest).relative_to(out).as_posix()
     except Exception as exc:  # the report is for people; a plotting failure never blocks a release
         log.warning("release report not written: %s", exc)
         return None

@@ -96,7 +96,10 @@ class Warehouse:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only file system refuses even that; nothing was written
             raise WarehouseError(f"cannot write to {folder}: {exc.strerror or exc}") from None
         if len(self._parts(table_name)) > COMPACT_AFTER_PARTS:
             with self.try_write_lock() as locked:

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         from schemas.taxonomy import TaxonomyError
         from warehouse.publish import PublishError, publish_release
         from warehouse.releases import ReleaseError
+        from warehouse.store import WarehouseError
         from warehouse.versions import VersionError
 
         try:
@@ -37,6 +38,10 @@ def register(app: typer.Typer) -> None:
             summary = publish_release(path, cfg, version=version)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
             fail(str(exc))
+        except (WarehouseError, OSError) as exc:
+            from flows.schedules import storage_problem
+
+            fail(f"publish stopped: {storage_problem(exc) or exc}; releases published before are intact")
         console.print(f"published release {summary['version']} ({summary['n_dialogues']} dialogues, "
                       f"{summary['n_utterances']} utterances) at {summary['path']}")
         typer.echo(summary["version"])
