@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flows.build_config import GenerationConfig, JudgingConfig
 from flows.speech.config import SpeechConfig
 
 
@@ -75,6 +76,8 @@ class PublishConfig(_Section):
 class Config(_Section):
     taxonomy: str = Field("deepdialogue", description="preset name (deepdialogue, erc) or path to a taxonomy file")
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    judging: JudgingConfig = Field(default_factory=JudgingConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
 
     def fingerprint(self) -> str:

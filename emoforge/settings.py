@@ -41,6 +41,9 @@ def offline_env(home: Path | None = None) -> None:
     os.environ.setdefault("HF_DATASETS_CACHE", str(base / ".cache" / "huggingface" / "datasets"))
     os.environ.setdefault("MPLCONFIGDIR", str(base / ".cache" / "matplotlib"))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import logging
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)  # GX logs every ephemeral context at INFO
 
 
 def code_version() -> str:

@@ -404,7 +404,7 @@ def get_build_flow():
 def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int | None, seed: int = 0,
               version: str | None = None, publish: bool = True, task_runner: Any = None, progress: bool = True,
               command: str = "build") -> dict:
-    """Scenarios -> generation/judging shards (Prefect) -> near-duplicate gate -> publish. Returns a summary with
+    """Scenarios -> generation/judging shards (Prefect) -> near-duplicate gate -> speech -> publish. Returns a summary with
     ``run_id``, ``metrics`` and, when published, ``version``/``path``/``n_dialogues``."""
     from flows.progress import BuildProgress
 
@@ -444,6 +444,11 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
         summary["metrics"] = metrics
         if metrics["missing"]:
             raise BuildError(f"{metrics['missing']} scenarios have no dialogue record after the run")
+        if publish and config.speech.enabled:
+            from flows.speech import synthesise_home
+
+            summary["speech"] = synthesise_home(home, config=config.speech, workers=config.speech.workers,
+                                                progress=progress)
         if publish:
             from warehouse.publish import publish_release
 

@@ -99,7 +99,23 @@ def trim_to_sentences(text: str, word_cap: int) -> str:
             break
         out.append(p.strip())
         n += w
-    return " ".join(out) if n >= 3 else text
+    if n >= 3:
+        return " ".join(out)
+    # no whole sentence fits: cut the first sentence at its last clause boundary within the cap
+    clauses = _CLAUSE_END.split(pieces[0] if pieces else text)
+    out, n = [], 0
+    for c in clauses:
+        w = count_words(c)
+        if n + w > word_cap:
+            break
+        out.append(c.strip())
+        n += w
+    if n >= 5:
+        return ", ".join(out).rstrip(",;:") + "."
+    return text
+
+
+_CLAUSE_END = re.compile(r"\s*[,;:\u2013\u2014]\s+|\s+-\s+")
 
 
 # ---- per-turn problems -----------------------------------------------------------------------------------------
@@ -126,7 +142,7 @@ _LEAKED_INSTRUCTION = re.compile(
 
 
 # the prompt's own framing repeated back ("a person talking with B", "Speaker A's line"): case-sensitive A/B
-_LEAKED_FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:with|to) [AB]\b(?![\w'])|\b(?:person|speaker) [AB]\b(?![\w'])")
+_LEAKED_FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:with|to) [AB]\b(?![\w'])|\b(?:person|speaker) [AB]\b(?![\w'])|\b[Yy]ou are [AB]\b(?![\w'])")
 
 
 def _leaked_instruction(text: str) -> str | None:

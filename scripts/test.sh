@@ -13,4 +13,4 @@ export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHE
   HF_HOME="$ROOT/.cache/test-home/hf" XDG_CACHE_HOME="$ROOT/.cache/test-home/xdg-cache" \
   XDG_CONFIG_HOME="$ROOT/.cache/test-home/xdg-config" MPLCONFIGDIR="$ROOT/.cache/test-home/mpl"
 # pytest exits 5 when no test ran: that is a failure here too
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 900 "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 1800 "$@"

@@ -73,7 +73,8 @@ def test_faulty_stub_build_then_new_thresholds_repeat_no_call(home):
                                                           "min_safety": 1}})
         s2 = run_build(home, lenient, mcfg, n_dialogues=N, seed=0, publish=False, progress=False)
         assert stub.stats()["requests"] == before
-        assert s2["metrics"]["gen_calls"] == 0
+        assert sum(v["calls"] for v in s2["metrics"]["models"].values()) == 0  # generation failures: from the cache
+        assert s2["metrics"]["reused_dialogues"] == sum(1 for r in rows if r["text_hash"])
         rows2, _ = _final_state(home, scenarios)
 
     status2 = {r["id"]: r for r in rows2}

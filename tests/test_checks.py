@@ -171,7 +171,7 @@ REAL = [
     ("You're a, a person talking with B in a, a conversation about the weather.\n\nWhat's the next thing you've "
      "done to me?", "leaked_instruction", None),
     ("I'm so glad to be here, I'm so glad to be here and I'm having fun, I'm having fun, I'm having fun, I'm "
-     "having fun, I'm having fun, I'm having fun, I'm", "over_word_cap", None),
+     "having fun, I'm having fun, I'm having fun, I'm", "repetition_within_turn", None),  # cut at a clause, still a loop
     ("I'm so frustrated with how fast technology has changed my life. I love how it can make everything seem so "
      "amazing, but I'm not sure if it's really worth my time.", None,
      "I'm so frustrated with how fast technology has changed my life."),
@@ -188,3 +188,9 @@ def test_real_small_model_replies(raw, gate, clean):
     assert (p.gate if p else None) == gate, (text, p)
     if clean is not None:
         assert text == clean
+
+
+def test_gemma_base_echoing_the_system_prompt_is_a_leak():
+    # Gemma 3 270M (base) through the chat template, a real reply
+    raw = "You are A and want to ask him/her about current affairs (e.g., what is next) from a business meeting"
+    assert turn_problem(clean_turn(raw, 25), [], 25).gate == "leaked_instruction"

@@ -488,7 +488,7 @@ class LLMPool:
                                completion_tokens=ctok, latency_s=latency, template_version=template_version)
             if finish == "length":
                 st.errors["length"] += 1
-                self._outcome(False, "length")
+                self._outcome(True)  # the endpoint answered: a cut-off reply is content the caller judges, not an endpoint error
                 raise LLMCallError("length", f"output truncated at max_tokens={eff.get('max_tokens')}",
                                    model=model, attempts=attempt, text=text)
             self._outcome(True)

@@ -202,13 +202,15 @@ DEFAULT_MODELS: dict[str, Any] = {
     "models": {
         "smollm2-135m": {
             "embedded": "smollm2-135m",
-            "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64},
+            "sampling": {"temperature": 0.9, "top_p": 0.95, "max_tokens": 64, "repeat_penalty": 1.3,
+                         "presence_penalty": 0.6, "frequency_penalty": 0.4},
             "max_concurrency": 8,
             "timeout_s": 180,
         },
         "gemma3-270m": {
             "embedded": "gemma3-270m",
-            "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 64, "repeat_penalty": 1.2},
+            "sampling": {"temperature": 0.9, "top_p": 0.95, "max_tokens": 64, "repeat_penalty": 1.3,
+                         "presence_penalty": 0.6, "frequency_penalty": 0.4},
             "max_concurrency": 8,
             "timeout_s": 180,
         },

@@ -276,12 +276,14 @@ def embedded_servers(config: ModelsConfig, home: Path | None, *, ports: dict[str
             raise EmbeddedServerError(f"port {port} on 127.0.0.1 is already in use (another `emoforge llm "
                                       f"serve-embedded`?); choose another port or stop what listens there")
     servers: dict[str, EmbeddedServer] = {}
+    # llama.cpp's threads spin while they wait: servers sharing the cores must split them, or each slows to a crawl
+    threads = config.embedded_threads or max(1, (os.cpu_count() or 2) // max(1, len(keys)))
     try:
         for key in keys:
             if progress:
                 progress(f"starting embedded model {key}")
             servers[key] = start_server(key, home, port=(ports or {}).get(key), parallel=config.embedded_parallel,
-                                        ctx_per_slot=config.embedded_ctx_per_slot, threads=config.embedded_threads)
+                                        ctx_per_slot=config.embedded_ctx_per_slot, threads=threads)
         for key, srv in servers.items():
             wait_ready(srv, startup_timeout)
             if progress:
