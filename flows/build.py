@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from emoforge.config import Config
+from emoforge.config import Config, load_config
 from flows.build_config import GenerationConfig, JudgingConfig
 from flows.generate import BuildAborted, ShardContext, Stored, dialogue_id, run_shard
 from flows.judge import CHECKS_JUDGE_ID, judgement_id, judges_decide, near_duplicate_judgement
@@ -38,39 +38,13 @@ class BuildError(RuntimeError):
     pass
 
 
-class BuildConfig(Config):
-    """The run config with the build's sections (``generation``, ``judging``) next to ``taxonomy``/``publish``."""
-
-    generation: GenerationConfig = GenerationConfig()
-    judging: JudgingConfig = JudgingConfig()
-
-
-def load_build_config(path: str | Path | None = None) -> BuildConfig:
-    """``--config FILE`` for ``emoforge build``; errors name the file and the key."""
-    import yaml
-    from pydantic import ValidationError
-
-    from emoforge.config import ConfigError
-
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {p}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {p} must be a mapping, got {type(data).__name__}")
-    cls = BuildConfig if "generation" not in Config.model_fields else Config
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid config{' ' + str(path) if path else ''}: {problems}") from None
+# the run config carries the build's sections (``generation``, ``judging``) next to taxonomy/publish/speech
+BuildConfig = Config
+load_build_config = load_config
 
 
 def _config_from_dict(data: dict) -> Config:
-    return (BuildConfig if "generation" not in Config.model_fields else Config).model_validate(data)
+    return Config.model_validate(data)
 
 
 _CANCEL: dict[str, "threading.Event"] = {}
@@ -83,14 +57,8 @@ def cancel_event(run_id: str):
 
 
 def sections(config: Config) -> tuple[GenerationConfig, JudgingConfig]:
-    """The ``generation`` and ``judging`` sections of a config (defaults when the config has none)."""
-    gen = getattr(config, "generation", None) or GenerationConfig()
-    jud = getattr(config, "judging", None) or JudgingConfig()
-    if isinstance(gen, dict):
-        gen = GenerationConfig.model_validate(gen)
-    if isinstance(jud, dict):
-        jud = JudgingConfig.model_validate(jud)
-    return gen, jud
+    """The ``generation`` and ``judging`` sections of a config."""
+    return config.generation, config.judging
 
 
 def grid_spec(models_cfg: Any, gen: GenerationConfig, seed: int) -> GridSpec:

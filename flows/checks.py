@@ -88,9 +88,8 @@ def clean_turn(raw: str, word_cap: int | None = None, *, trim_to_cap: bool = Tru
     return text
 
 
-def trim_to_sentences(text: str, word_cap: int) -> str:
-    """Longest prefix of whole sentences with at most ``word_cap`` words; the text unchanged when none has 3+."""
-    pieces = _SENTENCE_END.split(text)
+def _prefix_within(pieces: list[str], word_cap: int) -> tuple[list[str], int]:
+    """The longest run of leading ``pieces`` with at most ``word_cap`` words, and its word count."""
     out: list[str] = []
     n = 0
     for p in pieces:
@@ -99,17 +98,17 @@ def trim_to_sentences(text: str, word_cap: int) -> str:
             break
         out.append(p.strip())
         n += w
+    return out, n
+
+
+def trim_to_sentences(text: str, word_cap: int) -> str:
+    """Longest prefix of whole sentences with at most ``word_cap`` words. When no whole sentence fits, the first
+    sentence cut at its last clause boundary within the cap (5+ words); else the text unchanged."""
+    pieces = _SENTENCE_END.split(text)
+    out, n = _prefix_within(pieces, word_cap)
     if n >= 3:
         return " ".join(out)
-    # no whole sentence fits: cut the first sentence at its last clause boundary within the cap
-    clauses = _CLAUSE_END.split(pieces[0] if pieces else text)
-    out, n = [], 0
-    for c in clauses:
-        w = count_words(c)
-        if n + w > word_cap:
-            break
-        out.append(c.strip())
-        n += w
+    out, n = _prefix_within(_CLAUSE_END.split(pieces[0] if pieces else text), word_cap)
     if n >= 5:
         return ", ".join(out).rstrip(",;:") + "."
     return text
