@@ -80,7 +80,9 @@ def test_both_gguf_models_chat_and_json_schema(home, started):
             async with LLMPool(live, None) as pool:
                 question = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
                 jobs = [
-                    pool.chat("smollm2-135m", question, sampling={"temperature": 0.0}, max_tokens=8),
+                    # greedy, without the default anti-repetition penalties, so the one-word answer comes first
+                    pool.chat("smollm2-135m", question, max_tokens=16, sampling={
+                        "temperature": 0.0, "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}),
                     pool.chat("gemma3-270m", [{"role": "user", "content": "Say hello to Anna."}], max_tokens=12),
                     pool.chat_json("judge-smollm2", [{"role": "user", "content": "Rate: A: Hi! B: Hello, nice to see you."}],
                                    schema=SCHEMA, template_version="t", max_tokens=40),

@@ -42,6 +42,7 @@ class AudioBounds(_Section):
     max_clipped_fraction: float = Field(0.001, ge=0, le=1, description="share of samples at full scale")
     max_clip_wer: float = Field(0.6, ge=0, description="per-clip ASR word error rate bound")
     max_mean_wer: float = Field(0.25, ge=0, description="release-wide mean ASR word error rate bound")
+    wer_min_words: int = Field(6, ge=1, description="the per-clip WER bound applies to turns of at least this many words")
     require_wer: bool = Field(False, description="fail turn clips that have no WER recorded")
     min_voice_mfcc: float = Field(5.0, gt=0, description="A's and B's mean-MFCC vectors at least this far apart...")
     min_voice_pitch_st: float = Field(4.0, gt=0, description="...or their median pitches this many semitones apart")
