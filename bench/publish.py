@@ -1,7 +1,7 @@
 """Benchmark: validate+publish vs a bare pyarrow write of the same rows, and peak memory as rows grow 10x.
 
     python bench/publish.py            # 40,150 DeepDialogue-shaped dialogues, then 401,500 (10x)
-    python bench/publish.py --quick    # 4,015 then 40,150 (under a minute)
+    python bench/publish.py --quick    # 2,000 then 20,000 (about a minute)
 
 Dialogues are made locally without any LLM (``flows.synthetic``: 3-10 turns, <= 25 words a turn), loaded into
 a fresh warehouse, then each measurement runs in its own child process so its peak RSS is its own:
@@ -86,7 +86,7 @@ def run_scale(n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4,015 and 40,150 dialogues (under a minute)")
+    ap.add_argument("--quick", action="store_true", help="2,000 and 20,000 dialogues (about a minute)")
     ap.add_argument("--dialogues", type=int, default=None)
     ap.add_argument("--child", choices=["publish", "bare"])
     ap.add_argument("--home")
@@ -95,7 +95,7 @@ def main() -> None:
         child(args.child, args.home)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    base = args.dialogues or (4015 if args.quick else 40150)
+    base = args.dialogues or (2000 if args.quick else 40150)
     results = [run_scale(base), run_scale(base * 10)]
     for r in results:
         print(f"{r['dialogues']:>7} dialogues / {r['utterances']:>8} utterances: publish {r['publish_s']:.2f}s, "
