@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from emoforge.ports import free_port, port_free
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8081
@@ -107,19 +108,8 @@ def data_dir(home: Path) -> Path:
     return Path(home) / "labelstudio"
 
 
-def port_free(port: int, host: str = DEFAULT_HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
-def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def server_env(home: Path, creds: Credentials) -> dict[str, str]:

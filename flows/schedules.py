@@ -32,6 +32,8 @@ from typing import Any, Iterator
 import yaml
 from prefect import flow
 
+from emoforge.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 DEFAULT_POOL = "emoforge"
@@ -375,10 +377,6 @@ def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | N
 
 
 # ---- a local Prefect server ---------------------------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def server_healthy(api_url: str, timeout: float = 3.0) -> bool:

@@ -18,23 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 EMBEDDED_KEYS = ("smollm2-135m", "gemma3-270m")
 
-# keys accepted in ``sampling``; they go to the server verbatim (and into the cache key)
-SAMPLING_KEYS = {
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "n",
-    "logit_bias",
-    # common server extensions (vLLM, llama.cpp) are sent through ``extra_body``
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "repeat_penalty",
-}
+# the OpenAI chat-completions sampling parameters, sent as keyword arguments
 STANDARD_SAMPLING_KEYS = {
     "temperature",
     "top_p",
@@ -46,6 +30,9 @@ STANDARD_SAMPLING_KEYS = {
     "n",
     "logit_bias",
 }
+# keys accepted in ``sampling``; they go to the server verbatim (and into the cache key); server extensions
+# (vLLM, llama.cpp) beyond the standard ones are sent through ``extra_body``
+SAMPLING_KEYS = STANDARD_SAMPLING_KEYS | {"top_k", "min_p", "repetition_penalty", "repeat_penalty"}
 
 
 class ModelsConfigError(ValueError):

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
+from emoforge.ports import free_port, port_free
 from flows.llm.config import EndpointSpec, ModelsConfig
 
 
@@ -126,19 +126,8 @@ def model_path(key: str, home: Path | None = None) -> Path:
     return path
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
