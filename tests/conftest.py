@@ -39,3 +39,18 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared is absent ({SHARED}); the shared reference data is needed for this test")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url() -> str:
+    """The API URL of this test process's ephemeral Prefect server (started once), for build subprocesses to share
+    instead of each starting its own."""
+    from prefect import flow
+    from prefect.server.api.server import SubprocessASGIServer
+
+    @flow(name="emoforge-test-warmup")
+    def _noop() -> int:
+        return 1
+
+    _noop()
+    return SubprocessASGIServer().api_url

@@ -17,24 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EMOFORGE = str(Path(sys.executable).parent / "emoforge")
 
 
-def prefect_api_url() -> str:
-    """Start (once per process) Prefect's ephemeral server and return its API URL for the subprocess."""
-    from prefect import flow
-    from prefect.server.api.server import SubprocessASGIServer
-
-    @flow(name="emoforge-test-warmup")
-    def _noop() -> int:
-        return 1
-
-    _noop()
-    return SubprocessASGIServer().api_url
-
-
 @pytest.mark.slow
-def test_emoforge_build_on_embedded_models_publishes_a_loadable_release(home, tmp_path):
+def test_emoforge_build_on_embedded_models_publishes_a_loadable_release(home, tmp_path, prefect_api_url):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("generation:\n  min_turns: 3\n  max_turns: 3\n")
-    env = dict(os.environ, PREFECT_API_URL=prefect_api_url(), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PREFECT_API_URL=prefect_api_url, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
         [EMOFORGE, "build", "--dialogues", "6", "--config", str(cfg), "--home", str(home), "--version", "1.0.0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,

@@ -30,19 +30,6 @@ EMOFORGE = str(Path(sys.executable).parent / "emoforge")
 N = 40
 
 
-def prefect_api_url() -> str:
-    """Start (once per process) Prefect's ephemeral server and return its API URL for subprocesses."""
-    from prefect import flow
-    from prefect.server.api.server import SubprocessASGIServer
-
-    @flow(name="emoforge-test-warmup")
-    def _noop() -> int:
-        return 1
-
-    _noop()
-    return SubprocessASGIServer().api_url
-
-
 def _entries(home: Path) -> int:
     db = home / "cache" / "llm" / "calls.sqlite"
     if not db.exists():
@@ -72,8 +59,8 @@ def _wait_for_entries(proc: subprocess.Popen, home: Path, n: int) -> None:
         time.sleep(0.1)
 
 
-def test_ctrl_c_then_kill_9_then_rerun_repeats_no_completed_call(home, tmp_path):
-    api = prefect_api_url()
+def test_ctrl_c_then_kill_9_then_rerun_repeats_no_completed_call(home, tmp_path, prefect_api_url):
+    api = prefect_api_url
     with stub_process(StubConfig(latency_s=0.4, seed=1)) as url:
         root = url.rsplit("/v1", 1)[0]
         models = tmp_path / "models.yaml"
