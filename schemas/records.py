@@ -16,6 +16,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.text import normalise_text, text_hash  # noqa: F401  (part of the records API)
+
 PROMPT_VERSION = "gen-v1"
 
 
@@ -31,15 +33,6 @@ def content_id(prefix: str, *parts: Any) -> str:
     """A stable id: ``prefix`` + 20 hex chars of the sha256 of the canonical JSON of ``parts``."""
     digest = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
     return f"{prefix}_{digest[:20]}"
-
-
-def normalise_text(text: str) -> str:
-    return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
-
-
-def text_hash(texts: list[str]) -> str:
-    """Hash of the normalised text of a dialogue (case, punctuation and spacing ignored)."""
-    return hashlib.sha256("\n".join(normalise_text(t) for t in texts).encode()).hexdigest()[:20]
 
 
 class Record(BaseModel):
@@ -99,6 +92,7 @@ class Dialogue(Record):
     status_reason: str | None = None
     decided_by: str | None = None
     text_hash: str = ""
+    judge_score: float | None = None  # the score that decided (flows.judge), stored once; the release carries it
     taxonomy: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     source_split: str | None = None  # imported data: the split the external dataset put it in (train/validation/test)
