@@ -12,5 +12,8 @@ export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHE
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PREFECT_HOME="$ROOT/.cache/test-home/prefect" \
   HF_HOME="$ROOT/.cache/test-home/hf" XDG_CACHE_HOME="$ROOT/.cache/test-home/xdg-cache" \
   XDG_CONFIG_HOME="$ROOT/.cache/test-home/xdg-config" MPLCONFIGDIR="$ROOT/.cache/test-home/mpl"
+# the gates before the tests: one direction of imports (pyproject [tool.importlinter]) and ruff (pyproject [tool.ruff])
+.venv/bin/lint-imports --no-cache --no-logo
+.venv/bin/ruff check --no-cache .
 # pytest exits 5 when no test ran: that is a failure here too
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --timeout 1800 "$@"
