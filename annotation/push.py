@@ -25,6 +25,7 @@ from typing import Callable
 
 from annotation.config import CONFIG_VERSION, labeling_config, prediction_result, task_data
 from annotation.records import ReviewTask
+from warehouse.effective import LATEST_JUDGEMENTS_SQL
 from warehouse.store import Warehouse
 
 DEFAULT_PROJECT = "emoforge dialogue review"
@@ -83,8 +84,7 @@ def audit_draw(seed: int, dialogue_id: str) -> float:
 
 def latest_judgements(con) -> dict[str, list[dict]]:
     rows = con.sql(
-        "SELECT * FROM judgements QUALIFY row_number() OVER "
-        "(PARTITION BY dialogue_id, judge_id ORDER BY created_at DESC, id DESC) = 1 ORDER BY dialogue_id, judge_id"
+        f"SELECT * FROM ({LATEST_JUDGEMENTS_SQL}) ORDER BY dialogue_id, judge_id"
     ).to_arrow_table().to_pylist()
     out: dict[str, list[dict]] = defaultdict(list)
     for r in rows:

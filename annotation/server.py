@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from emoforge.ports import free_port, port_free
+from schemas import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8081
@@ -106,9 +104,6 @@ def executable() -> Path:
 
 def data_dir(home: Path) -> Path:
     return Path(home) / "labelstudio"
-
-
-
 
 
 
@@ -198,7 +193,7 @@ def start(home: Path, port: int | None = None, timeout: float = 240.0, progress=
     creds = credentials()
     current = status(home)
     if current["running"]:
-        if not current["healthy"] and not _wait_healthy(current["url"], timeout, None, progress):
+        if not current["healthy"] and not procs.wait_until(lambda: health(current["url"], timeout=2.0), timeout, 1.0, progress):
             raise LabelStudioError(f"Label Studio (pid {current['pid']}) runs but {current['url']}/health does not answer")
         check_token(current["url"], creds.token)
         return current | {"healthy": True, "started": False}
@@ -206,8 +201,8 @@ def start(home: Path, port: int | None = None, timeout: float = 240.0, progress=
     if port is None:
         port = int(os.environ.get("EMOFORGE_LS_PORT") or DEFAULT_PORT)
     if port == 0:
-        port = free_port()
-    if not port_free(port):
+        port = procs.free_port()
+    if not procs.port_free(port):
         raise LabelStudioError(
             f"port {port} on {DEFAULT_HOST} is in use; choose another with --port (or EMOFORGE_LS_PORT), "
             "or --port 0 for any free port"
@@ -221,9 +216,8 @@ def start(home: Path, port: int | None = None, timeout: float = 240.0, progress=
         _seed_database(ddir)
     cmd = [str(exe), "start", "--no-browser", "--internal-host", DEFAULT_HOST, "--port", str(port),
            "--data-dir", str(ddir), "--enable-legacy-api-token"]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=ddir, env=server_env(home, creds), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    sup = procs.start(cmd, name="Label Studio", cwd=ddir, env=server_env(home, creds), log_path=log_path)
+    proc = sup.proc
     url = f"http://{DEFAULT_HOST}:{port}"
     state = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": port, "url": url,
              "log": str(log_path), "started_at": time.time()}
@@ -231,14 +225,15 @@ def start(home: Path, port: int | None = None, timeout: float = 240.0, progress=
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, ddir / STATE_FILE)
 
-    if not _wait_healthy(url, timeout, proc, progress):
-        tail = _log_tail(log_path)
-        _terminate(proc.pid)
+    if not sup.wait_healthy(lambda: health(url, timeout=2.0), timeout, interval=1.0, progress=progress):
+        tail = sup.log_tail()
+        exited = not sup.alive()
+        sup.stop()
         (ddir / STATE_FILE).unlink(missing_ok=True)
-        what = "exited" if proc.poll() is not None else f"did not answer {url}/health within {timeout:.0f} s"
+        what = "exited" if exited else f"did not answer {url}/health within {timeout:.0f} s"
         raise LabelStudioError(f"Label Studio {what}; last lines of {log_path}:\n{tail}")
     if not _listens_on(proc.pid, port):
-        _terminate(proc.pid)
+        sup.stop()
         (ddir / STATE_FILE).unlink(missing_ok=True)
         raise LabelStudioError(f"Label Studio did not bind {DEFAULT_HOST}:{port} (another process took it?)")
     check_token(url, creds.token)
@@ -277,55 +272,6 @@ def _listens_on(pid: int, port: int) -> bool:
     return False
 
 
-def _wait_healthy(url: str, timeout: float, proc: subprocess.Popen | None, progress) -> bool:
-    deadline = time.monotonic() + timeout
-    t0 = time.monotonic()
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        if health(url, timeout=2.0):
-            return True
-        if progress is not None:
-            progress(time.monotonic() - t0)
-        time.sleep(1.0)
-    return False
-
-
-def _log_tail(path: Path, n: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def _terminate(pid: int, grace: float = 15.0) -> None:
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            break
-        try:  # reap our own child so it does not linger as a zombie
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                break
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def stop(home: Path) -> bool:
     """Stop the server started for ``home``; False when none was running."""
     state = _read_state(home)
@@ -333,7 +279,7 @@ def stop(home: Path) -> bool:
     (data_dir(home) / STATE_FILE).unlink(missing_ok=True)
     if proc is None:
         return False
-    _terminate(proc.pid)
+    procs.stop_group(proc.pid)
     return True
 
 

@@ -33,15 +33,15 @@ def main() -> None:
     args = ap.parse_args()
     n = args.dialogues or (96 if args.quick else 400)
 
-    from emoforge.settings import offline_env
+    from schemas.home import offline_env
 
     tmp = Path(tempfile.mkdtemp(prefix="emoforge-bench-overlap-"))
     offline_env(tmp)
-    from flows.build_config import GenerationConfig, JudgingConfig
+    from schemas.config.generation import GenerationConfig, JudgingConfig
     from flows.generate import ShardContext, dialogue_id, generate_dialogue, run_shard
     from flows.judge import llm_judgement
     from flows.llm.client import LLMPool
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, stub_process
     from flows.scenarios import GridSpec, build_scenarios
     from schemas.records import text_hash

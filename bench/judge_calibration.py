@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from annotation.agreement import spearman  # noqa: E402
+from warehouse.agreement import spearman  # noqa: E402
 
 BENCH = ROOT.parent / "shared" / "benchdata"
 MAX_TURNS = 10
@@ -132,7 +132,7 @@ def threshold_hint(pairs: list[tuple[float, float]]) -> dict | None:
 
 async def judge_all(pool, judge: str, tax, items: list[dict], progress, budget_s: float | None = None) -> list[dict]:
     """Judge every item; items still running when ``budget_s`` runs out are cancelled and reported as such."""
-    from flows.build_config import JudgingConfig
+    from schemas.config.generation import JudgingConfig
     from flows.judge import judge_score, llm_judgement
     from schemas.records import Scenario, text_hash
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # a kill (timeout, CI) unwinds normally, so the embedded llama.cpp servers are stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
-    from emoforge.settings import offline_env
+    from schemas.home import offline_env
 
     offline_env(a.home)
     if not a.bench_dir.is_dir():
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         from flows.llm.cache import CallCache
         from flows.llm.client import LLMPool
-        from flows.llm.config import load_models_config
+        from schemas.config.models import load_models_config
     except ImportError as exc:
         sys.exit(f"the LLM layer (flows/llm) is not available: {exc}")
     from rich.progress import Progress

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emoforge.settings import offline_env  # noqa: E402
+from schemas.home import offline_env  # noqa: E402
 
 # the generation/judging stage measures its overlap in its own script (one JSON line with "overlap_ratio");
 # this bench runs it and carries the figure in its own JSON line
@@ -63,7 +63,7 @@ async def _bare_loop(url: str, n: int, concurrency: int, transport: str) -> floa
 async def _pool_loop(url: str, n: int, concurrency: int, cache_dir: str) -> tuple[float, dict]:
     from flows.llm.cache import CallCache
     from flows.llm.client import LLMPool
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
 
     cfg = parse_models_config({"models": {"stub": {"endpoints": [{"base_url": url}], "max_concurrency": concurrency,
                                                    "sampling": {"max_tokens": 64}}}})
@@ -147,7 +147,7 @@ async def _embedded_rate(cfg, model: str, concurrency: int, seconds: float, max_
 
 
 def bench_embedded(quick: bool, home: Path) -> dict:
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.embedded import embedded_servers
 
     parallel = 4

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 def child(kind: str, home: str) -> None:
     import pyarrow.parquet as pq
 
-    from emoforge.config import load_config
+    from schemas.config import load_config
     from warehouse.publish import publish_release
     from warehouse.store import Warehouse
 

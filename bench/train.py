@@ -35,12 +35,12 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="emoforge-bench-train-"))
     home = tmp / "home"
-    from emoforge.settings import offline_env
+    from schemas.home import offline_env
 
     offline_env(home)
     import torch
 
-    from emoforge.config import Config
+    from schemas.config import Config
     from flows.synthetic import synthetic_dialogues
     from schemas.taxonomy import load_taxonomy
     from trainer.evaluate import score_labels, score_labels_full

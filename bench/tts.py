@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.speech.config import SpeechConfig  # noqa: E402
+from schemas.config.speech import SpeechConfig  # noqa: E402
 from flows.speech.prosody import prosody_table  # noqa: E402
 from flows.speech.render import Renderer  # noqa: E402
 from flows.speech.synthesis import ClipJob, _init_worker, render_job  # noqa: E402

@@ -20,8 +20,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from emoforge.config import Config, load_config
-from flows.build_config import GenerationConfig, JudgingConfig
+from schemas.config import Config, load_config
+from schemas.config.generation import GenerationConfig, JudgingConfig
 from flows.generate import BuildAborted, ShardContext, Stored, dialogue_id, run_shard
 from flows.judge import CHECKS_JUDGE_ID, judgement_id, judges_decide, near_duplicate_judgement
 from flows.scenarios import GridSpec, build_scenarios, pair_type
@@ -130,7 +130,7 @@ def shard_scenarios(config: Config, models_cfg: Any, seed: int, start: int, end:
 
 
 def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int, start: int, end: int) -> dict:
-    from flows.llm.config import ModelsConfig
+    from schemas.config.models import ModelsConfig
     from flows.progress import get_progress
 
     cfg = _config_from_dict(config)
@@ -384,7 +384,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
     started = utcnow()
     run_id = content_id("run", command, started.isoformat(), os.getpid())
     fp = f"{config.fingerprint()}:{models_cfg.fingerprint()}"
-    from emoforge.settings import code_version
+    from schemas.home import code_version
 
     run = Run(id=run_id, command=command, started_at=started, config_fingerprint=fp, code_version=code_version())
     wh.upsert([run])

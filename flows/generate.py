@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from flows.build_config import GenerationConfig, JudgingConfig
+from schemas.config.generation import GenerationConfig, JudgingConfig
 from flows.checks import CLEANING_VERSION, clean_turn, count_words, turn_problem
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
 from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_max_tokens, turn_messages

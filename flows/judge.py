@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from flows.build_config import JudgingConfig
+from schemas.config.generation import JudgingConfig
 from flows.checks import check_dialogue
 from flows.prompts import JUDGE_TEMPLATE_VERSION, JudgeParseError, judge_messages, judge_schema, parse_judgement
 from schemas.records import Judgement, Scenario, content_id

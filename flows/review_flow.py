@@ -74,7 +74,7 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--url")
     ap.add_argument("--project")
     a = ap.parse_args()
-    from emoforge.settings import offline_env
+    from schemas.home import offline_env
 
     offline_env(Path(a.home))
     out = review_poll_flow_fn()(a.home, a.minutes, a.interval, a.url, a.project)

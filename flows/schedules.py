@@ -17,22 +17,41 @@ publishes never interleave. Nothing here needs a Prefect server: the functions r
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import socket
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+import duckdb
+import httpx
 import yaml
+from filelock import FileLock, Timeout
 from prefect import flow
+from prefect import serve as prefect_serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.schedules import Cron, Interval
 
-from emoforge.ports import free_port
+from annotation.client import connect
+from annotation.pull import pull
+from annotation.push import DEFAULT_PROJECT
+from flows.build import load_build_config, run_build
+from flows.runners import make_task_runner
+from schemas import procs
+from schemas.config import load_config
+from schemas.config.models import load_models_config
+from schemas.home import offline_env, resolve_home
+from warehouse.effective import effective_views
+from warehouse.publish import publish_release
+from warehouse.releases import list_releases
+from warehouse.store import Warehouse
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
@@ -90,8 +109,6 @@ def storage_errors(home: Path, what: str) -> Iterator[None]:
 def job_lock(home: str | os.PathLike, job: str, timeout: float = 0.0) -> Iterator[None]:
     """Hold ``<home>/.jobs/<job>.lock`` (an OS file lock: released when the process dies, even by kill -9).
     ``timeout`` 0 refuses at once with :class:`JobBusy` when another process holds it."""
-    from filelock import FileLock, Timeout
-
     folder = Path(home) / ".jobs"
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / f"{job}.lock"))
@@ -121,8 +138,6 @@ def job_lock(home: str | os.PathLike, job: str, timeout: float = 0.0) -> Iterato
 
 # ---- the jobs as plain functions ----------------------------------------------------------------------------
 def _home(home: str | None) -> Path:
-    from emoforge.settings import offline_env, resolve_home
-
     path = resolve_home(home)
     offline_env(path)
     return path
@@ -130,11 +145,6 @@ def _home(home: str | None) -> Path:
 
 def release_fingerprint_current(home: Path, sources: list[str]) -> set[tuple[str, str]]:
     """(dialogue id, labels) of what a publish would take now: accepted dialogues of ``sources``, reviews applied."""
-    import pyarrow as pa  # noqa: F401  (DuckDB returns Arrow)
-
-    from warehouse.effective import effective_views
-    from warehouse.store import Warehouse
-
     wh = Warehouse(home)
     if "dialogues" not in wh.tables():
         return set()
@@ -153,8 +163,6 @@ def release_fingerprint_current(home: Path, sources: list[str]) -> set[tuple[str
 
 
 def release_fingerprint(release_dir: Path) -> set[tuple[str, str]]:
-    import duckdb
-
     files = sorted((release_dir / "data" / "dialogues").glob("*.parquet"))
     if not files:
         return set()
@@ -170,11 +178,6 @@ def release_fingerprint(release_dir: Path) -> set[tuple[str, str]]:
 def publish_job(home: str | None = None, config: str | None = None, only_if_changed: bool = True) -> dict[str, Any]:
     """Publish a new release when the accepted set (or a label) changed since the latest release. Waits for the
     warehouse write lock while another writer (a publish from the command line, a compaction) holds it."""
-    from emoforge.config import load_config
-    from warehouse.publish import publish_release
-    from warehouse.releases import list_releases
-    from warehouse.store import Warehouse
-
     path = _home(home)
     cfg = load_config(config)
     with storage_errors(path, "publish"), job_lock(path, "publish"):
@@ -193,10 +196,6 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
               publish: bool = True) -> dict[str, Any]:
     """``emoforge build`` as a job: the same scenarios and cache, so a rerun after a crash only redoes what is
     missing; refused (:class:`JobBusy`) while another build runs in the same home."""
-    from flows.build import load_build_config, run_build
-    from flows.llm.config import load_models_config
-    from flows.runners import make_task_runner
-
     path = _home(home)
     cfg = load_build_config(config)
     mcfg = load_models_config(models)
@@ -208,10 +207,6 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
 
 def review_pull_job(home: str | None = None, project: str | None = None, url: str | None = None) -> dict[str, Any]:
     """``emoforge review pull``: fetch, validate and store the Label Studio annotations (idempotent)."""
-    from annotation.client import connect
-    from annotation.pull import pull
-    from annotation.push import DEFAULT_PROJECT
-
     path = _home(home)
     with storage_errors(path, "review pull"), job_lock(path, "review-pull"):
         rep = pull(path, connect(path, url), title=project or DEFAULT_PROJECT)
@@ -260,16 +255,10 @@ class DeploymentSpec:
     def load_flow(self):
         path, attr = self.entrypoint.rsplit(":", 1)
         module = path.removesuffix(".py").replace("/", ".")
-        import importlib
-
         mod = importlib.import_module(module)
         return getattr(mod, attr)
 
     def schedule_kwargs(self) -> dict[str, Any]:
-        from datetime import timedelta
-
-        from prefect.schedules import Cron, Interval
-
         if self.interval_s:
             return {"schedules": [Interval(timedelta(seconds=self.interval_s), anchor_date=self.anchor,
                                            timezone=self.timezone, active=not self.paused)]}
@@ -332,18 +321,12 @@ def to_runner_deployments(specs: list[DeploymentSpec], home: Path | None = None)
 def serve(specs: list[DeploymentSpec], home: Path | None = None, limit: int | None = None) -> None:
     """Register the deployments with the server at ``PREFECT_API_URL`` and run their scheduled runs in this
     process's subprocesses until interrupted (``prefect.serve``). No work pool or worker needed."""
-    from prefect import serve as prefect_serve
-
     deployments = to_runner_deployments(specs, home)
     prefect_serve(*deployments, limit=limit, print_starting_message=True)
 
 
 def ensure_work_pool(name: str = DEFAULT_POOL) -> bool:
     """Create a ``process`` work pool named ``name`` unless it exists; True when it was created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
@@ -360,13 +343,11 @@ def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | N
     """Register every spec as a deployment of the process work pool ``pool`` (created when missing); its code is
     read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs. Returns the
     deployment ids. Start a worker with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
-    from prefect import flow as prefect_flow
-
     ensure_work_pool(pool)
     ids = []
     env = {"EMOFORGE_HOME": str(home)} if home is not None else {}
     for spec in specs:
-        fl = prefect_flow.from_source(source=str(source), entrypoint=spec.entrypoint)
+        fl = flow.from_source(source=str(source), entrypoint=spec.entrypoint)
         dep_id = fl.deploy(
             name=spec.name, work_pool_name=pool, description=spec.description or None,
             parameters=_with_home(spec, home), concurrency_limit=spec.concurrency_limit, tags=spec.tags,
@@ -376,57 +357,64 @@ def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | N
     return ids
 
 
-# ---- a local Prefect server ---------------------------------------------------------------------------------
-
-
+# ---- a local Prefect server --------------------------------------------------------------------------------
 def server_healthy(api_url: str, timeout: float = 3.0) -> bool:
-    import httpx
-
     try:
         return httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def start_server(prefect_home: Path, port: int | None = None, host: str = "127.0.0.1", timeout: float = 180.0,
-                 log_path: Path | None = None, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` (no UI, loopback) with its database under ``prefect_home``; wait until its
-    health endpoint answers. Returns (process, api_url); the caller stops it with :func:`stop_server`."""
-    port = port or free_port(host)
+def server_env(prefect_home: Path, host: str, port: int, ui: bool) -> dict[str, str]:
+    """The server's environment: its database under ``prefect_home``, no telemetry, and the API URL of *this*
+    server for the server and its UI (an inherited ``PREFECT_API_URL`` of another server must not leak into the
+    UI's settings)."""
     api_url = f"http://{host}:{port}/api"
     env = dict(os.environ)
     env.update({"PREFECT_HOME": str(prefect_home), "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_UI_ENABLED": "false", "PREFECT_API_URL": api_url})
-    env.update(extra_env or {})
+                "PREFECT_API_URL": api_url, "PREFECT_UI_API_URL": api_url,
+                "PREFECT_UI_ENABLED": "true" if ui else "false"})
+    return env
+
+
+def start_server(prefect_home: Path, port: int | None = None, host: str = "127.0.0.1", timeout: float = 180.0,
+                 log_path: Path | None = None, extra_env: dict[str, str] | None = None, ui: bool = False,
+                 die_with_parent: bool = False) -> tuple[procs.Supervised, str]:
+    """Start ``prefect server start`` (loopback, no UI unless ``ui``) with its database under ``prefect_home``, in
+    its own process group; wait until its health endpoint answers. Returns (server, api_url); stop it with
+    :func:`stop_server` (the whole group: uvicorn included)."""
+    port = port or procs.free_port(host)
+    api_url = f"http://{host}:{port}/api"
+    env = server_env(prefect_home, host, port, ui) | (extra_env or {})
     prefect_home.mkdir(parents=True, exist_ok=True)
     log_path = log_path or prefect_home / "server.log"
-    log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port),
-                             "--no-ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise ScheduleError(f"prefect server exited with code {proc.returncode}:\n{tail}")
-        if server_healthy(api_url):
-            return proc, api_url
-        time.sleep(0.5)
-    stop_server(proc)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+    if not ui:
+        cmd.append("--no-ui")
+    try:
+        sup = procs.start(cmd, name="prefect server", env=env, log_path=log_path, port=port, host=host,
+                          die_with_parent=die_with_parent)
+    except procs.PortBusy as exc:
+        raise ScheduleError(str(exc)) from None
+    if sup.wait_healthy(lambda: server_healthy(api_url), timeout, interval=0.5):
+        return sup, api_url
+    exited = not sup.alive()
+    sup.stop()
+    if exited:
+        raise ScheduleError(f"prefect server exited with code {sup.proc.returncode}:\n{sup.log_tail(30)}")
     raise ScheduleError(f"prefect server on {api_url} not healthy after {timeout:.0f}s (log: {log_path})")
 
 
-def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    import signal
+def stop_server(server: procs.Supervised, grace: float = 15.0) -> None:
+    server.stop(grace)
 
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+
+def run_server(prefect_home: Path, host: str = "127.0.0.1", port: int = 4200, ui: bool = True,
+               timeout: float = 180.0, on_ready=None) -> int:
+    """``emoforge prefect-server``: a Prefect server (with its UI) in the foreground until SIGTERM/SIGINT, which
+    stop its whole process group; it also ends (SIGTERM) when this process is killed."""
+    server, api_url = start_server(prefect_home, port=port, host=host, timeout=timeout, ui=ui,
+                                   log_path=prefect_home / "server.log", die_with_parent=True)
+    if on_ready is not None:
+        on_ready(api_url)
+    return procs.run_foreground(server)

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import pandas as pd
 import pyarrow.parquet as pq
 
-from emoforge.config import PublishConfig
+from schemas.config import PublishConfig
 from schemas.difficulty import max_difficulty
 from schemas.taxonomy import Taxonomy
 

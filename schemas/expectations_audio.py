@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from flows.speech.config import AudioBounds
+from schemas.audio import measure_clip, mix_clip_id, turn_clip_id, voice_distance, voice_features
+from schemas.config.speech import AudioBounds
 
 CHECKS = ("missing_clip", "missing_mix", "unreadable", "duration", "silent", "clipping", "sample_rate", "wer",
           "voices")
@@ -132,8 +133,6 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
     """Check the clips of a release. ``clips``: AudioClip rows (pyarrow Table / DataFrame) of the accepted
     dialogues; ``turns``: the accepted turns (``id, dialogue_id, speaker, text`` and ``n_words``);
     ``audio_root``: the folder the clips' ``path`` is relative to."""
-    from flows.speech.checks import measure_clip, voice_distance, voice_features
-
     b = bounds if isinstance(bounds, AudioBounds) else AudioBounds.model_validate(bounds or {})
     audio_root = Path(audio_root)
     cl = _frame(clips)
@@ -154,16 +153,12 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
     merged = tr.merge(turn_clips, how="left", left_on="id", right_on="turn_id", suffixes=("_turn", ""))
     missing = merged[merged["clip_id"].isna()]
     if len(missing):
-        from flows.speech.pipeline import turn_clip_id
-
         failures.append(AudioFailure("missing_clip", f"{len(missing)} accepted turn(s) have no clip",
                                      clip_ids=[turn_clip_id(t) for t in missing["id"]],
                                      turn_ids=sorted(missing["id"].astype(str))))
     dlg_with_mix = set(mixes["dialogue_id"])
     no_mix = sorted(set(tr["dialogue_id"]) - dlg_with_mix)
     if no_mix:
-        from flows.speech.pipeline import mix_clip_id
-
         failures.append(AudioFailure("missing_mix", f"{len(no_mix)} dialogue(s) have no full-dialogue mix",
                                      clip_ids=[mix_clip_id(d) for d in no_mix]))
 

@@ -19,7 +19,7 @@ os.environ["XDG_CONFIG_HOME"] = str(TEST_HOME / "xdg-config")
 os.environ["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR", str(ROOT / ".cache" / "uv"))
 os.environ.pop("EMOFORGE_HOME", None)
 
-from emoforge.settings import offline_env  # noqa: E402
+from schemas.home import offline_env  # noqa: E402
 
 offline_env(TEST_HOME)
 

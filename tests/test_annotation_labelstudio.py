@@ -96,7 +96,7 @@ def test_server_is_locked_down(labelstudio):
 
 @pytest.mark.slow
 def test_push_annotate_pull_merge_publish(labelstudio, tmp_path):
-    from annotation.agreement import agreement_summary
+    from warehouse.agreement import agreement_summary
     from annotation.client import connect
     from annotation.pull import open_problems, pull
     from annotation.push import ReviewPolicy, push

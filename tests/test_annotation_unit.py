@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation.agreement import agreement_summary, cohen_kappa, fleiss_kappa, spearman
+from warehouse.agreement import agreement_summary, cohen_kappa, fleiss_kappa, spearman
 from annotation.config import config_fingerprint, labeling_config, prediction_result, task_data
 from annotation.pull import config_labels, parse_annotation
 from annotation.push import ReviewPolicy, PushError, audit_draw, judges_disagree, select_for_review

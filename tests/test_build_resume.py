@@ -21,7 +21,7 @@ import httpx
 import yaml
 
 from flows.build import BuildConfig, run_build
-from flows.llm.config import load_models_config
+from schemas.config.models import load_models_config
 from flows.llm.stub import StubConfig, stub_process
 from warehouse.store import Warehouse
 

@@ -9,7 +9,7 @@ import pytest
 
 from flows.build import BuildConfig, plan_scenarios, run_build, sections
 from flows.judge import decide, judgement_id
-from flows.llm.config import parse_models_config
+from schemas.config.models import parse_models_config
 from flows.llm.stub import StubConfig, StubServer
 from schemas.records import Judgement
 from schemas.taxonomy import load_taxonomy

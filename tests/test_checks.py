@@ -9,7 +9,7 @@ from flows.checks import (
     turn_problem,
 )
 from flows.judge import agreement, decide
-from flows.build_config import JudgingConfig
+from schemas.config.generation import JudgingConfig
 from flows.prompts import JudgeParseError, judge_schema, parse_judgement
 from schemas.records import Judgement
 

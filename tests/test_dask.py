@@ -32,7 +32,7 @@ def test_runner_specs():
 
 def test_build_on_a_two_worker_dask_cluster(home):
     from flows.build import BuildConfig, plan_scenarios, run_build, sections
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, StubServer
     from schemas.taxonomy import load_taxonomy
     from warehouse.releases import verify_release

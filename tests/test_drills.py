@@ -68,7 +68,7 @@ def test_full_disk_refuses_writes_clearly_and_keeps_what_is_stored(tmp_path):
         assert not list((home / "store").rglob("*.tmp"))
         assert _snapshot(home) == before
         # the report of a release: clear error, no temporary folder left
-        from flows.report import ReportError, write_report
+        from warehouse.report import ReportError, write_report
         from tests.test_report import make_release
 
         filler.unlink()
@@ -162,7 +162,7 @@ def test_read_only_home_is_refused_clearly_and_stays_readable(tmp_path):
 
 
 def _report_then_hang(release: str, out: str) -> None:
-    import flows.report as rep
+    import warehouse.report as rep
 
     real = rep.render_html
 
@@ -175,7 +175,7 @@ def _report_then_hang(release: str, out: str) -> None:
 
 
 def test_report_writer_killed_midway_leaves_the_previous_report(tmp_path):
-    from flows.report import write_report
+    from warehouse.report import write_report
     from tests.test_report import make_release
 
     rel = make_release(tmp_path, n=6)

@@ -19,7 +19,7 @@ WORKLOAD = r"""
 import asyncio, sys
 from flows.llm.cache import CallCache
 from flows.llm.client import LLMPool
-from flows.llm.config import parse_models_config
+from schemas.config.models import parse_models_config
 url, home, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = parse_models_config({"models": {"m": {"endpoints": [{"base_url": url}], "max_concurrency": 8}}})
 async def main():

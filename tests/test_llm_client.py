@@ -11,7 +11,7 @@ import pytest
 
 from flows.llm.cache import CallCache
 from flows.llm.client import LLMCallError, LLMPool
-from flows.llm.config import AimdPolicy, parse_models_config
+from schemas.config.models import AimdPolicy, parse_models_config
 from flows.llm.limiter import Endpoint
 from flows.llm.stub import StubConfig, StubServer
 

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from emoforge.cli import app
-from flows.llm.config import ModelsConfigError, default_pairs, load_models_config, parse_models_config
+from schemas.config.models import ModelsConfigError, default_pairs, load_models_config, parse_models_config
 from flows.llm.health import check_endpoints
 from flows.llm.stub import StubConfig, StubServer, instance_from_schema
 from flows.llm.vllm import plan_vllm

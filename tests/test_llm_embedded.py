@@ -16,7 +16,7 @@ import pytest
 
 from flows.llm import embedded
 from flows.llm.client import LLMCallError, LLMPool
-from flows.llm.config import load_models_config
+from schemas.config.models import load_models_config
 from flows.llm.embedded import EmbeddedServerError, embedded_servers
 
 ROOT = Path(__file__).resolve().parent.parent

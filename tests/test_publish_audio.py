@@ -6,7 +6,7 @@ import datasets
 import pytest
 import soundfile as sf
 
-from emoforge.config import load_config
+from schemas.config import load_config
 from flows.speech import synthesise_home
 from flows.synthetic import load_synthetic, synthetic_dialogues
 from schemas.taxonomy import load_taxonomy

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.report import ReportError, count_words, read_dailydialog, write_report
+from schemas.text import count_words
+from warehouse.report import ReportError, read_dailydialog, write_report
 from flows.synthetic import synthetic_dialogues
 from schemas.taxonomy import load_taxonomy
 
@@ -217,7 +218,7 @@ def test_missing_release_is_a_clear_error(tmp_path):
 # ---- with the real publish ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    from emoforge.config import load_config
+    from schemas.config import load_config
     from flows.synthetic import load_synthetic
     from schemas.records import Judgement
     from warehouse.publish import publish_release

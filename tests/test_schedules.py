@@ -147,7 +147,7 @@ def _publish_job(home: str, cfg: str, q) -> None:
 
 
 def _publish_direct(home: str, cfg: str, q) -> None:
-    from emoforge.config import load_config
+    from schemas.config import load_config
     from warehouse.publish import publish_release
 
     try:

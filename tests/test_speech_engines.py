@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flows.speech import dsp
-from flows.speech.checks import voice_distance
-from flows.speech.config import AudioBounds, SpeechConfig, SpeechConfigError, load_speech_config
+from schemas.audio import voice_distance
+from schemas.config.speech import AudioBounds, SpeechConfig, SpeechConfigError, load_speech_config
 from flows.speech.prosody import ProsodyConfig, ProsodyError, prosody_table
 from flows.speech.render import Renderer
 from flows.speech.voices import POOLS, VoicePoolError, check_pool, distinct

@@ -17,7 +17,7 @@ SECTIONS = ["### Task", "### Explicit and implicit emotion", "### Conversation",
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> SimpleNamespace:
-    from emoforge.config import Config
+    from schemas.config import Config
     from flows.synthetic import synthetic_dialogues
     from schemas.taxonomy import load_taxonomy
     from trainer.tiny_model import build_tiny_model

@@ -9,7 +9,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from emoforge.config import ConfigError, load_config
+from schemas.config import ConfigError, load_config
 from flows.synthetic import load_synthetic, synthetic_dialogues
 from schemas.records import Dialogue, Turn
 from schemas.taxonomy import load_taxonomy
@@ -213,7 +213,7 @@ def test_gate_catches_text_leakage_across_splits(home):
 
 FAULT_SCRIPT = """
 import sys
-from emoforge.config import load_config
+from schemas.config import load_config
 from warehouse.publish import publish_release
 publish_release(sys.argv[1], load_config(publish={"sources": ["synthetic"], "report": False}))
 """

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from schemas.config.train import TrainConfig
 from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
 from trainer.data import (
     TrainerDataError, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
@@ -49,47 +50,6 @@ from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_li
 
 class TrainError(RuntimeError):
     pass
-
-
-@dataclass
-class TrainConfig:
-    mapping: str = "erc7"
-    window: int = 5
-    future: int = 0
-    k: int = 3
-    max_chars: int = 400
-    # curriculum
-    epochs: int = 3
-    buckets: int | None = None  # None: the release's buckets
-    schedule: str | None = None  # e.g. "0:1;0,1:1;all:1"; None: PRC-Emo default from buckets and epochs
-    # LoRA / optimisation
-    lora_r: int = 32
-    lora_alpha: int = 128
-    lora_dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    lr: float = 3e-4
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 1024
-    qlora: bool | None = None  # None: when a GPU and bitsandbytes are present
-    gradient_checkpointing: bool | None = None  # None: on with QLoRA
-    # size limits (smoke runs, CPU)
-    max_train_samples: int | None = None  # whole dialogues, deterministic subset
-    max_steps_per_phase: int | None = None
-    max_eval: int | None = None  # utterances per test set
-    eval_batch_size: int = 8
-    eval_sets: tuple[str, ...] | None = None  # imported sources to test on; None: every one that maps
-    # retrieval library
-    library_sources: tuple[str, ...] | None = None
-    library_max_per_source: int | None = None
-    embedder: str | None = None
-    seed: int = 0
-
-    def fingerprint(self, release: str, base_model: str) -> str:
-        blob = json.dumps({"cfg": asdict(self), "release": release, "base": base_model}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # ---- model ------------------------------------------------------------------------------------------------
@@ -359,7 +319,7 @@ def train(home: str | Path, version: str, base_model: str | Path, out: str | Pat
         bucket_counts[str(b)] = bucket_counts.get(str(b), 0) + 1
     metrics: dict[str, Any] = {
         "fingerprint": fp, "release": version, "base_model": str(base_model), "mapping": cfg.mapping,
-        "labels": prep.labels, "config": asdict(cfg), "model": info,
+        "labels": prep.labels, "config": cfg.model_dump(), "model": info,
         "parameters": {"trainable": trainable, "total": total}, "library": prep.library,
         "n_train": len(train_enc), "test_sets": {k: len(v) for k, v in test_enc.items()},
         "truncated_prompts": n_trunc, "buckets": bucket_counts, "n_buckets": prep.n_buckets,

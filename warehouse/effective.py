@@ -29,15 +29,22 @@ from __future__ import annotations
 
 import duckdb
 
-_LATEST_REVIEWS = """
+# each annotator counts once per dialogue: their latest review
+LATEST_REVIEWS_SQL = """
     SELECT * FROM reviews
     QUALIFY row_number() OVER (
         PARTITION BY dialogue_id, annotator ORDER BY updated_at DESC, annotation_id DESC, id DESC) = 1
 """
 
+# each judge counts once per dialogue: its latest judgement
+LATEST_JUDGEMENTS_SQL = """
+    SELECT * FROM judgements
+    QUALIFY row_number() OVER (PARTITION BY dialogue_id, judge_id ORDER BY created_at DESC, id DESC) = 1
+"""
+
 EFFECTIVE_DIALOGUES_SQL = f"""
 CREATE OR REPLACE VIEW effective_dialogues AS
-WITH latest AS ({_LATEST_REVIEWS}),
+WITH latest AS ({LATEST_REVIEWS_SQL}),
 votes AS (
     SELECT dialogue_id,
            count(*) FILTER (WHERE verdict = 'accept') AS n_acc,
@@ -64,7 +71,7 @@ FROM dialogues d LEFT JOIN votes v ON v.dialogue_id = d.id
 
 EFFECTIVE_TURNS_SQL = f"""
 CREATE OR REPLACE VIEW effective_turns AS
-WITH latest AS ({_LATEST_REVIEWS}),
+WITH latest AS ({LATEST_REVIEWS_SQL}),
 per_turn AS (
     SELECT dialogue_id, unnest(turn_labels) AS label, generate_subscripts(turn_labels, 1) - 1 AS idx
     FROM latest WHERE len(turn_labels) > 0

@@ -30,13 +30,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets import Audio, Features
 
-from emoforge.config import Config, load_config
-from emoforge.settings import code_version
+from schemas.config import Config, load_config
+from schemas.home import code_version
 from schemas.difficulty import bucket_edges, bucket_of, difficulty
 from schemas.expectations import validate_release
+from schemas.expectations_audio import validate_audio
 from schemas.taxonomy import Taxonomy, load_taxonomy
+from warehouse.agreement import agreement_summary
 from warehouse.effective import effective_views
+from warehouse.report import write_report
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -46,7 +50,7 @@ from warehouse.releases import (
     register_release,
 )
 from warehouse.splits import SPLIT_SCHEMA, SPLITS, assign_splits
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, sql_str
 from warehouse.versions import check_version, next_version
 
 log = logging.getLogger(__name__)
@@ -66,10 +70,6 @@ def _fault(stage: str) -> None:
     """Fault injection for the kill drills: EMOFORGE_FAULT=publish:<stage> kills the process at that stage."""
     if os.environ.get("EMOFORGE_FAULT") == f"publish:{stage}":
         os.kill(os.getpid(), 9)
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def publish_release(
@@ -116,23 +116,23 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     con = wh.connect()
     tmpdir = wh.home / ".tmp" / "duckdb"
     tmpdir.mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET temp_directory = {_sql_str(str(tmpdir))}")
+    con.execute(f"SET temp_directory = {sql_str(str(tmpdir))}")
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = false")
     effective_views(con)
-    sources = ", ".join(_sql_str(s) for s in pc.sources)
-    # 1. selection, with a text hash computed from the final texts (normalised: case, punctuation, spacing)
+    sources = ", ".join(sql_str(s) for s in pc.sources)
+    # the score that decided each dialogue (flows.judge), stored with it; a store older than that column has none
+    columns = {r[0] for r in con.execute("DESCRIBE dialogues").fetchall()}
+    judge_score = "d.judge_score" if "judge_score" in columns else "NULL::DOUBLE"
+    # 1. selection. text_hash is the warehouse's (schemas.text.text_hash of the normalised turn texts, stored with
+    # the dialogue; reviews change labels, never text); a row stored without one groups alone
     con.execute(
         f"""
         CREATE TEMP TABLE sel AS
-        WITH th AS (
-            SELECT dialogue_id,
-                   md5(string_agg(trim(regexp_replace(lower(text), '[^[:alnum:]]+', ' ', 'g')), chr(10) ORDER BY idx)) AS text_hash
-            FROM effective_turns GROUP BY dialogue_id
-        )
-        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, th.text_hash, d.source_split,
+        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, {judge_score} AS judge_score,
+               coalesce(nullif(d.text_hash, ''), d.id) AS text_hash, d.source_split,
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
-        FROM effective_dialogues d JOIN th ON th.dialogue_id = d.id
+        FROM effective_dialogues d
         WHERE d.status = 'accepted' AND d.source IN ({sources})
         """
     )
@@ -185,7 +185,6 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     }))
     for name, mapping in tax.mappings.items():
         con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
-    judge = "judgements" in wh.tables()
     audio = _audio_present(con, wh, pc.audio)
     audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
                     if audio else "")
@@ -203,7 +202,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
     for split in SPLITS:
-        q = _sql_str(split)
+        q = sql_str(split)
         n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
             SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.text, t.label AS emotion, t.intended_emotion,
                    t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
@@ -212,23 +211,17 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                  JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
             WHERE s.split = {q}
             ORDER BY t.dialogue_id, t.idx""", audio_root if audio else None, batch_rows)
-        judge_cte = (
-            "SELECT dialogue_id, avg((coalesce(coherence, 0) + coalesce(naturalness, 0) + coalesce(domain_fit, 0)) / 3.0) AS judge_score "
-            "FROM judgements WHERE kind = 'llm' GROUP BY dialogue_id"
-            if judge else "SELECT NULL::VARCHAR AS dialogue_id, NULL::DOUBLE AS judge_score WHERE FALSE"
-        )
         n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            WITH js AS ({judge_cte})
             SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
                    CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
                    sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
                    list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
                    any_value(dif.difficulty) AS difficulty, any_value(dif.bucket) AS bucket, any_value(s.split) AS split,
-                   any_value(js.judge_score) AS judge_score, sel.decided_by, sel.text_hash{audio_col_d}
+                   sel.judge_score, sel.decided_by, sel.text_hash{audio_col_d}
             FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id LEFT JOIN js ON js.dialogue_id = sel.id{audio_join_d}
+                 JOIN split_map s ON s.id = sel.id{audio_join_d}
             WHERE s.split = {q}
-            GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.text_hash
+            GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.judge_score, sel.text_hash
             ORDER BY sel.id""", audio_root if audio else None, batch_rows)
         counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
     stats = _stats(con, tax)
@@ -318,8 +311,6 @@ def _out_schema(schema: pa.Schema) -> pa.Schema:
         return schema
     fields = [pa.field(f.name[1:], AUDIO_TYPE) if f.name in audio else f for f in schema]
     out = pa.schema(fields)
-    from datasets import Audio, Features
-
     feats = Features.from_arrow_schema(out)
     for name in audio:
         feats[name[1:]] = Audio()
@@ -350,8 +341,6 @@ def _audio_present(con, wh: Warehouse, mode: str) -> bool:
 
 
 def _audio_gate(con, wh: Warehouse, cfg: Config):
-    from schemas.expectations_audio import validate_audio
-
     clips = con.sql("SELECT c.* FROM clips c JOIN sel ON sel.id = c.dialogue_id").to_arrow_table() \
         if "clips" in wh.tables() else None
     turns = con.sql("SELECT t.id, t.dialogue_id, t.speaker, t.text, t.n_words FROM effective_turns t "
@@ -370,10 +359,6 @@ def _stats(con, tax: Taxonomy) -> dict[str, Any]:
 
 def _agreement(wh: Warehouse) -> dict | None:
     try:
-        from annotation.agreement import agreement_summary
-    except ImportError:
-        return None
-    try:
         return agreement_summary(wh.home)
     except Exception as exc:  # agreement is informative; it never blocks a release
         log.warning("agreement figures not computed: %s", exc)
@@ -381,10 +366,6 @@ def _agreement(wh: Warehouse) -> dict | None:
 
 
 def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -> str | None:
-    try:
-        from flows.report import write_report
-    except ImportError:
-        return None
     try:
         return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest).relative_to(out).as_posix()
     except Exception as exc:  # the report is for people; a plotting failure never blocks a release

@@ -121,7 +121,7 @@ class Warehouse:
         if len(parts) <= 1:
             return
         con = duckdb.connect()
-        merged = con.sql(f"SELECT * EXCLUDE (_rank) FROM ({self._latest_sql(table_name, parts)})").to_arrow_table()
+        merged = con.sql(latest_rows_sql(_sql_list(parts))).to_arrow_table()
         con.close()
         final = self.store_dir / table_name / _part_name()
         tmp = final.with_suffix(".parquet.tmp")
@@ -134,16 +134,6 @@ class Warehouse:
         return sorted(p.name for p in self.store_dir.iterdir() if p.is_dir())
 
     # ---- reading ---------------------------------------------------------------------------------
-    @staticmethod
-    def _latest_sql(table_name: str, parts: list[Path]) -> str:
-        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
-        return (
-            f"SELECT * EXCLUDE (filename, file_row_number), row_number() OVER "
-            f"(PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
-            f"FROM read_parquet([{files}], union_by_name=true, filename=true, file_row_number=true) "
-            f"QUALIFY _rank = 1"
-        )
-
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table: the latest row of every id."""
         for attempt in range(5):
@@ -161,7 +151,7 @@ class Warehouse:
         for name in sorted(names):
             parts = self._parts(name)
             if parts:
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (_rank) FROM ({self._latest_sql(name, parts)})")
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {latest_rows_sql(_sql_list(parts))}")
             elif name in RECORD_TYPES:
                 empty = arrow_schema(RECORD_TYPES[name]).empty_table()
                 con.register(f"_empty_{name}", empty)
@@ -216,13 +206,27 @@ class Warehouse:
     def refresh_catalog_views(self, con: duckdb.DuckDBPyConnection) -> None:
         """(Re)define views over the store inside the catalog file, so `duckdb catalog.duckdb` can query them."""
         for name in self.tables():
-            parts = self.store_dir / name / "*.parquet"
-            glob = str(parts).replace("'", "''")
-            con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * EXCLUDE (filename, file_row_number, _rank) FROM ("
-                f"SELECT *, row_number() OVER (PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
-                f"FROM read_parquet('{glob}', union_by_name=true, filename=true, file_row_number=true)) WHERE _rank = 1"
-            )
+            glob = sql_str(str(self.store_dir / name / "*.parquet"))
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {latest_rows_sql(glob)}")
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(sql_str(str(p)) for p in paths) + "]"
+
+
+def latest_rows_sql(files: str) -> str:
+    """The latest row of every id over the Parquet parts ``files`` (a SQL list or glob literal): the store is
+    append-only, a later part (file names sort by time) or a later row in the same part wins."""
+    return (
+        "SELECT * EXCLUDE (filename, file_row_number, _rank) FROM ("
+        "SELECT *, row_number() OVER (PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
+        f"FROM read_parquet({files}, union_by_name=true, filename=true, file_row_number=true)) WHERE _rank = 1"
+    )
 
 
 def _init_catalog(con: duckdb.DuckDBPyConnection) -> None:

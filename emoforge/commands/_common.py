@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from emoforge.settings import offline_env, resolve_home
+from schemas.home import offline_env, resolve_home
 
 console = Console(stderr=True, soft_wrap=True)
 

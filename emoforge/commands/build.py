@@ -17,9 +17,9 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="run config 
 
 
 def _load(config: Path | None, models: Path | None):
-    from emoforge.config import ConfigError
+    from schemas.config import ConfigError
     from flows.build import load_build_config
-    from flows.llm.config import ModelsConfigError, load_models_config
+    from schemas.config.models import ModelsConfigError, load_models_config
     from schemas.taxonomy import TaxonomyError, load_taxonomy
 
     try:

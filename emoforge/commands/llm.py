@@ -22,7 +22,7 @@ out = Console()
 
 
 def _load(models: Path | None):
-    from flows.llm.config import ModelsConfigError, load_models_config
+    from schemas.config.models import ModelsConfigError, load_models_config
 
     try:
         return load_models_config(models)
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[Optional[int], typer.Option(help="port of the first server; the next ones count up")] = None,
     ) -> None:
         """Start the embedded llama.cpp servers in the foreground and print their endpoints (Ctrl-C stops them)."""
-        from flows.llm.config import dump_models_config
+        from schemas.config.models import dump_models_config
         from flows.llm.embedded import EmbeddedServerError, embedded_servers
 
         h = open_home(home)
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the `vllm serve` command line of every replica (ports and GPUs assigned) and the models YAML that
         points at them; with --launch, run them here."""
-        from flows.llm.config import dump_models_config
+        from schemas.config.models import dump_models_config
         from flows.llm.vllm import plan_vllm
 
         cfg = _load(models)

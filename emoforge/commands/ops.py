@@ -76,16 +76,16 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option("--host", help="listen address (loopback by default)")] = "127.0.0.1",
     ) -> None:
         """Run a Prefect server (no UI telemetry, database under <home>/.prefect) until interrupted."""
+        from flows.schedules import ScheduleError, run_server
+
         path = open_home(home)
-        env = dict(os.environ)
-        env.setdefault("PREFECT_HOME", str(path / ".prefect"))
-        console.print(f"Prefect API: http://{host}:{port}/api  — in other shells: "
-                      f"export PREFECT_API_URL=http://{host}:{port}/api", highlight=False)
-        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)]
+        prefect_home = Path(os.environ.get("PREFECT_HOME") or path / ".prefect")
         try:
-            raise typer.Exit(subprocess.call(cmd, env=env))
-        except KeyboardInterrupt:
-            raise typer.Exit(0) from None
+            code = run_server(prefect_home, host=host, port=port, on_ready=lambda url: console.print(
+                f"Prefect API: {url}  — in other shells: export PREFECT_API_URL={url}", highlight=False))
+        except ScheduleError as exc:
+            fail(str(exc))
+        raise typer.Exit(code)
 
     @app.command()
     def deploy(

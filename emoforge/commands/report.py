@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         it was.
         """
         path = open_home(home)
-        from flows.report import ReportError, write_report
+        from warehouse.report import ReportError, write_report
         from schemas.taxonomy import TaxonomyError
         from warehouse.releases import ReleaseError, resolve_release
         from warehouse.store import WarehouseError

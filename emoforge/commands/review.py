@@ -16,7 +16,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _emotions(config: Path | None, taxonomy: str | None) -> list[str]:
-    from emoforge.config import load_config
+    from schemas.config import load_config
     from schemas.taxonomy import load_taxonomy
 
     cfg = load_config(config, taxonomy=taxonomy)
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create/update the review project and push the dialogues that need human eyes (idempotent)."""
         path = open_home(home)
-        from emoforge.config import ConfigError
+        from schemas.config import ConfigError
         from schemas.taxonomy import TaxonomyError
         from annotation.client import connect
         from annotation.push import PushError, ReviewPolicy, push, select_for_review
@@ -198,7 +198,7 @@ def register(app: typer.Typer) -> None:
     def review_status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         """What the reviews change (status overrides, corrected labels), open problems and agreement."""
         path = open_home(home)
-        from annotation.agreement import agreement_summary
+        from warehouse.agreement import agreement_summary
         from annotation.merge import merge_changes
         from annotation.pull import open_problems
 

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthesise every accepted dialogue not yet voiced (resumes; finished clips are never redone)."""
         path = open_home(home)
-        from flows.speech.config import SpeechConfigError
+        from schemas.config.speech import SpeechConfigError
         from flows.speech.pipeline import SpeechError, synthesise_home
 
         try:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                       f"{counts['asr']} transcribed in {counts.get('seconds', 0)} s")
         typer.echo(json.dumps(counts))
         if check:
-            from flows.speech.config import load_speech_config
+            from schemas.config.speech import load_speech_config
             from flows.speech.pipeline import ACCEPTED_SQL
             from schemas.expectations_audio import validate_audio
             from warehouse.store import Warehouse
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Optional[Path], typer.Option("--config", help="YAML run config (its speech: section)")] = None,
     ) -> None:
         """Print the emotion → prosody table (Markdown) that synthesis uses."""
-        from flows.speech.config import SpeechConfigError, load_speech_config
+        from schemas.config.speech import SpeechConfigError, load_speech_config
         from flows.speech.prosody import ProsodyError, prosody_table, table_markdown
         from schemas.taxonomy import TaxonomyError, load_taxonomy
 

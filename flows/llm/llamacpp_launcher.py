@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+import xllamacpp as xlc
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(ns.model):
         print(f"model file not found: {ns.model}", file=sys.stderr)
         return 3
-
-    import xllamacpp as xlc
 
     p = xlc.CommonParams()
     p.model.path = ns.model

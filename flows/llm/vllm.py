@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from flows.llm.config import EndpointSpec, ModelsConfig
+from schemas.config.models import EndpointSpec, ModelsConfig
 
 
 @dataclass

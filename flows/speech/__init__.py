@@ -3,7 +3,7 @@
 The entry point for the build flow is :func:`flows.speech.pipeline.synthesise_home`.
 """
 
-from flows.speech.config import AudioBounds, SpeechConfig, load_speech_config
+from schemas.config.speech import AudioBounds, SpeechConfig, load_speech_config
 
 __all__ = ["AudioBounds", "SpeechConfig", "load_speech_config", "synthesise_home"]
 

@@ -1,4 +1,4 @@
-"""Full-dialogue mix: the turn clips in order with natural gaps (see :class:`flows.speech.config.MixConfig`)."""
+"""Full-dialogue mix: the turn clips in order with natural gaps (see :class:`schemas.config.speech.MixConfig`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 
 from flows.speech import dsp
-from flows.speech.config import MixConfig
+from schemas.config.speech import MixConfig
 from schemas.records import canonical_json
 
 

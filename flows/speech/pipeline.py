@@ -19,13 +19,14 @@ import numpy as np
 
 from flows.speech import mixing, store
 from flows.speech.casting import cast_dialogues
-from flows.speech.config import SpeechConfig, load_speech_config
+from schemas.config.speech import SpeechConfig, load_speech_config
 from flows.speech.engines import EngineError
 from flows.speech.prosody import prosody_table
 from flows.speech.render import Renderer, clip_key
 from flows.speech.synthesis import ClipJob, ClipResult, run_jobs
 from flows.speech.voices import POOLS, Voice, check_pool
-from schemas.records import AudioClip, content_id
+from schemas.audio import mix_clip_id, turn_clip_id
+from schemas.records import AudioClip
 from schemas.taxonomy import load_taxonomy
 from warehouse.effective import effective_views
 from warehouse.store import Warehouse
@@ -36,14 +37,6 @@ ACCEPTED_SQL = "SELECT id AS dialogue_id, taxonomy FROM effective_dialogues WHER
 
 class SpeechError(RuntimeError):
     pass
-
-
-def turn_clip_id(turn_id: str) -> str:
-    return content_id("clp", turn_id, "turn")
-
-
-def mix_clip_id(dialogue_id: str) -> str:
-    return content_id("clp", dialogue_id, "mix")
 
 
 def voice_pool(cfg: SpeechConfig) -> list[Voice]:

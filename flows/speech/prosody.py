@@ -16,18 +16,10 @@ bounds below so that no table entry can make speech unintelligible.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
+from schemas.config.speech import CLAMPS, ProsodyConfig
 from schemas.taxonomy import Taxonomy
-
-CLAMPS = {
-    "rate": (0.6, 1.6),
-    "pitch_st": (-6.0, 6.0),
-    "range": (0.2, 2.5),
-    "volume_db": (-9.0, 6.0),
-    "pause_ms": (0.0, 400.0),
-}
-
 
 class Prosody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,31 +33,6 @@ class Prosody(BaseModel):
         """Rounded values: the content key and the engines use these, so float noise never re-synthesises."""
         return Prosody(rate=round(self.rate, 3), pitch_st=round(self.pitch_st, 2), range=round(self.range, 3),
                        volume_db=round(self.volume_db, 2), pause_ms=round(self.pause_ms, 1))
-
-
-class ProsodyOverride(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rate: float | None = Field(None, ge=CLAMPS["rate"][0], le=CLAMPS["rate"][1])
-    pitch_st: float | None = Field(None, ge=CLAMPS["pitch_st"][0], le=CLAMPS["pitch_st"][1])
-    range: float | None = Field(None, ge=CLAMPS["range"][0], le=CLAMPS["range"][1])
-    volume_db: float | None = Field(None, ge=CLAMPS["volume_db"][0], le=CLAMPS["volume_db"][1])
-    pause_ms: float | None = Field(None, ge=CLAMPS["pause_ms"][0], le=CLAMPS["pause_ms"][1])
-
-
-class ProsodyConfig(BaseModel):
-    """Coefficients of the valence/arousal → prosody mapping, plus per-emotion overrides."""
-
-    model_config = ConfigDict(extra="forbid")
-    rate_per_arousal: float = 0.22
-    rate_per_valence: float = 0.04
-    pitch_st_per_arousal: float = 2.5
-    pitch_st_per_valence: float = 1.0
-    range_per_arousal: float = 0.45
-    range_per_valence: float = 0.15
-    volume_db_per_arousal: float = 3.0
-    volume_db_per_valence: float = 0.0
-    pause_ms_per_low_arousal: float = 120.0
-    overrides: dict[str, ProsodyOverride] = Field(default_factory=dict)
 
 
 def _clamp(name: str, value: float) -> float:

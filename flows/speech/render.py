@@ -11,7 +11,7 @@ import hashlib
 import numpy as np
 
 from flows.speech import dsp
-from flows.speech.config import SpeechConfig
+from schemas.config.speech import SpeechConfig
 from flows.speech.engines import Engine, EngineError, make_engine
 from flows.speech.prosody import Prosody
 from flows.speech.voices import Voice

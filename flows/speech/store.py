@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from schemas.audio import read_audio as read  # noqa: F401 - one reader, shared with the release gate
+
 
 def audio_root(home: Path) -> Path:
     return Path(home) / "audio"
@@ -45,10 +47,3 @@ def file_info(path: Path) -> tuple[int, float, str]:
     with open(path, "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return int(info.samplerate), float(info.frames) / info.samplerate, digest
-
-
-def read(path: Path) -> tuple[np.ndarray, int]:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    if x.ndim > 1:
-        x = x.mean(axis=1)
-    return x, int(sr)

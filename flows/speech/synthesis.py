@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from flows.speech import store
-from flows.speech.config import SpeechConfig
+from schemas.config.speech import SpeechConfig
 from flows.speech.prosody import Prosody
 from flows.speech.voices import Voice
 

@@ -9,25 +9,7 @@ gender, accent and pitch base. Pairs that would sound alike (same engine and sam
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class Voice(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    engine: Literal["piper", "espeak", "xtts"]
-    model: str = Field(description="piper: model name; espeak: voice+variant (en-us+f3); xtts: reference speaker dir")
-    gender: Literal["female", "male", "neutral"] = "neutral"
-    accent: str = "en-US"
-    pitch: float = Field(0.0, description="piper/xtts: base pitch shift in semitones; espeak: base pitch 0-100")
-    rate: float = Field(1.0, gt=0.3, lt=3.0, description="base speaking-rate multiplier")
-    range: float = Field(1.0, gt=0, lt=3.0, description="base pitch-range multiplier (espeak)")
-    description: str = ""
-
-    def key(self) -> dict:
-        return self.model_dump(exclude={"description"})
+from schemas.config.speech import Voice
 
 
 def distinct(a: Voice, b: Voice) -> bool:

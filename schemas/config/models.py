@@ -1,7 +1,7 @@
 """The models config (``--models FILE``, YAML): models, their OpenAI-compatible endpoints, pairs and judges.
 
 Every model is reached through the OpenAI chat-completions protocol; nothing here is vendor-specific. A model with
-``embedded`` set and no ``endpoints`` is served by emoforge itself (llama.cpp on loopback, see ``embedded.py``).
+``embedded`` set and no ``endpoints`` is served by emoforge itself (llama.cpp on loopback, ``flows.llm.embedded``).
 API keys are never part of the config: ``api_key_env`` names the environment variable read at call time.
 """
 
@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from schemas.config.base import ConfigError, Section, read_yaml, validate
 
 EMBEDDED_KEYS = ("smollm2-135m", "gemma3-270m")
 
@@ -35,15 +37,11 @@ STANDARD_SAMPLING_KEYS = {
 SAMPLING_KEYS = STANDARD_SAMPLING_KEYS | {"top_k", "min_p", "repetition_penalty", "repeat_penalty"}
 
 
-class ModelsConfigError(ValueError):
+class ModelsConfigError(ConfigError):
     """A models config that cannot be used; the message names the file and the problem."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EndpointSpec(_Strict):
+class EndpointSpec(Section):
     """One server (replica) of a model. ``base_url`` is the OpenAI-compatible root, e.g. ``http://gpu1:8000/v1``."""
 
     base_url: str
@@ -68,7 +66,7 @@ class EndpointSpec(_Strict):
         return v
 
 
-class VllmSpec(_Strict):
+class VllmSpec(Section):
     """How ``emoforge llm vllm-command`` launches this model with ``vllm serve`` on a GPU host."""
 
     model: str = Field(..., description="Hugging Face id or local path given to `vllm serve`")
@@ -78,7 +76,7 @@ class VllmSpec(_Strict):
     args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments")
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Section):
     name: str = ""
     served_name: str | None = Field(None, description="model name the server knows (default: name)")
     endpoints: list[EndpointSpec] = Field(default_factory=list, description="replicas, load-balanced by least in-flight")
@@ -110,14 +108,14 @@ class ModelSpec(_Strict):
         return self.served_name or self.name
 
 
-class RetryPolicy(_Strict):
+class RetryPolicy(Section):
     max_attempts: int = Field(6, ge=1, description="tries per call, the first included")
     backoff_base_s: float = Field(0.25, ge=0)
     backoff_max_s: float = Field(20.0, ge=0)
     max_retry_after_s: float = Field(120.0, ge=0, description="a longer Retry-After is capped to this")
 
 
-class AimdPolicy(_Strict):
+class AimdPolicy(Section):
     """Per-endpoint adaptive concurrency (additive increase, multiplicative decrease)."""
 
     decrease_factor: float = Field(0.5, gt=0, lt=1, description="limit *= this on 429 or high latency")
@@ -126,7 +124,7 @@ class AimdPolicy(_Strict):
     min_samples: int = Field(20, ge=1, description="successes before latency-based cuts are considered")
 
 
-class ModelsConfig(_Strict):
+class ModelsConfig(Section):
     models: dict[str, ModelSpec]
     pairs: list[tuple[str, str]] = Field(default_factory=list, description="(speaker A model, speaker B model)")
     judges: list[str] = Field(default_factory=list)
@@ -220,22 +218,8 @@ DEFAULT_MODELS: dict[str, Any] = {
 }
 
 
-def _format_errors(exc: ValidationError) -> str:
-    out = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
-        msg = e["msg"].removeprefix("Value error, ")
-        out.append(f"{loc}: {msg}")
-    return "; ".join(out)
-
-
 def parse_models_config(data: Any, source: str = "<models>") -> ModelsConfig:
-    if not isinstance(data, dict):
-        raise ModelsConfigError(f"models config {source} must be a mapping, got {type(data).__name__}")
-    try:
-        return ModelsConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ModelsConfigError(f"invalid models config {source}: {_format_errors(exc)}") from None
+    return validate(ModelsConfig, data, source, what="models config", error=ModelsConfigError)
 
 
 def load_models_config(path: str | Path | None) -> ModelsConfig:
@@ -243,14 +227,7 @@ def load_models_config(path: str | Path | None) -> ModelsConfig:
     a judge)."""
     if path is None:
         return parse_models_config(json.loads(json.dumps(DEFAULT_MODELS)), "<embedded default>")
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ModelsConfigError(f"cannot read models config {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ModelsConfigError(f"models config {p} is not valid YAML: {exc}") from None
-    return parse_models_config(data, str(p))
+    return parse_models_config(read_yaml(path, "models config", ModelsConfigError), str(path))
 
 
 def dump_models_config(cfg: ModelsConfig) -> str:

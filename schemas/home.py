@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 DEFAULT_HOME_NAME = "emoforge-home"
@@ -21,6 +23,7 @@ OFFLINE_DEFAULTS = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "UV_PYTHON_DOWNLOADS": "never",
     "TOKENIZERS_PARALLELISM": "false",
+    "GX_ANALYTICS_ENABLED": "False",
 }
 
 
@@ -41,15 +44,11 @@ def offline_env(home: Path | None = None) -> None:
     os.environ.setdefault("HF_DATASETS_CACHE", str(base / ".cache" / "huggingface" / "datasets"))
     os.environ.setdefault("MPLCONFIGDIR", str(base / ".cache" / "matplotlib"))
     os.environ.setdefault("MPLBACKEND", "Agg")
-    import logging
-
     logging.getLogger("great_expectations").setLevel(logging.ERROR)  # GX logs every ephemeral context at INFO
 
 
 def code_version() -> str:
     """Package version plus the git commit of the checkout when there is one."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ver = version("emoforge")
     except PackageNotFoundError:

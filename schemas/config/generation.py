@@ -1,22 +1,19 @@
-"""Configuration sections of ``emoforge build`` (YAML ``generation:`` and ``judging:`` in ``--config FILE``).
+"""``generation:`` and ``judging:`` sections of the run config (``emoforge build --config FILE``).
 
-Light on purpose (pydantic only) so :mod:`emoforge.config` can embed them. Everything has a default; unknown keys
-are refused. Thresholds only change decisions: a rerun with other thresholds re-decides from the stored
-judgements and repeats no LLM call.
+Thresholds only change decisions: a rerun with other thresholds re-decides from the stored judgements and repeats
+no LLM call.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from schemas.config.base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GenerationConfig(_Section):
+class GenerationConfig(Section):
     per_cell: int = Field(100, ge=1, description="dialogues per (domain, pair) cell of the full grid (DeepDialogue: 100)")
     domains: list[str] | None = Field(None, description="restrict to these domains (default: every taxonomy domain)")
     min_turns: int = Field(3, ge=1, le=64)
@@ -38,7 +35,7 @@ class GenerationConfig(_Section):
         return self
 
 
-class JudgingConfig(_Section):
+class JudgingConfig(Section):
     """How judgements become decisions.
 
     score of a judge = mean of coherence, naturalness, domain fit and the mean per-turn emotion fidelity;

@@ -1,28 +1,15 @@
-"""The run configuration (`--config FILE`, YAML). Every field has a default; unknown keys are refused."""
+"""``publish:`` section of the run config: what a release takes, its splits, difficulty and gate bounds."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from flows.build_config import GenerationConfig, JudgingConfig
-from flows.speech.config import SpeechConfig
+from schemas.config.base import Section
 
 
-class ConfigError(ValueError):
-    pass
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SplitConfig(_Section):
+class SplitConfig(Section):
     train: float = Field(0.8, ge=0, le=1)
     validation: float = Field(0.1, ge=0, le=1)
     test: float = Field(0.1, ge=0, le=1)
@@ -39,7 +26,7 @@ class SplitConfig(_Section):
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-class DifficultyConfig(_Section):
+class DifficultyConfig(Section):
     """PRC-Emo curriculum difficulty: every label change adds k*s + b; quantile buckets."""
 
     k: float = 1.0
@@ -47,7 +34,7 @@ class DifficultyConfig(_Section):
     buckets: int = Field(2, ge=1, le=20)
 
 
-class ValidationConfig(_Section):
+class ValidationConfig(Section):
     min_turns: int = Field(3, ge=1)
     max_turns: int = Field(10, ge=1)
     max_words_per_turn: int = Field(40, ge=1, description="hard bound in the release gate (the generator's cap is softer)")
@@ -62,7 +49,7 @@ class ValidationConfig(_Section):
         return self
 
 
-class PublishConfig(_Section):
+class PublishConfig(Section):
     sources: list[str] = Field(default_factory=lambda: ["generated"], description="dialogue sources a release takes")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
@@ -71,33 +58,3 @@ class PublishConfig(_Section):
     report: bool = Field(True, description="write the HTML/PNG report into the release")
     audio: Literal["auto", "require", "off"] = Field(
         "auto", description="embed turn audio and dialogue mixes: auto = when clips exist, require = gate fails without")
-
-
-class Config(_Section):
-    taxonomy: str = Field("deepdialogue", description="preset name (deepdialogue, erc) or path to a taxonomy file")
-    publish: PublishConfig = Field(default_factory=PublishConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    judging: JudgingConfig = Field(default_factory=JudgingConfig)
-    speech: SpeechConfig = Field(default_factory=SpeechConfig)
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def load_config(path: str | Path | None = None, **overrides) -> Config:
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {p}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {p} must be a mapping, got {type(data).__name__}")
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid config{' ' + str(path) if path else ''}: {problems}") from None

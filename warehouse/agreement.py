@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from pathlib import Path
 
-from warehouse.effective import _LATEST_REVIEWS
+from warehouse.effective import LATEST_JUDGEMENTS_SQL, LATEST_REVIEWS_SQL
 from warehouse.store import Warehouse
 
 RUBRIC = ("coherence", "naturalness", "domain_fit", "safety")
@@ -129,13 +129,12 @@ def agreement_summary(home: Path, dialogue_ids: list[str] | None = None) -> dict
         if dialogue_ids is not None:
             restrict = " WHERE dialogue_id IN (SELECT unnest($ids))"
             params["ids"] = list(dialogue_ids)
-        reviews = con.sql(f"SELECT * FROM ({_LATEST_REVIEWS}){restrict}", params=params or None).to_arrow_table().to_pylist()
+        reviews = con.sql(f"SELECT * FROM ({LATEST_REVIEWS_SQL}){restrict}", params=params or None).to_arrow_table().to_pylist()
         reviewed = sorted({r["dialogue_id"] for r in reviews})
         turns = con.sql("SELECT dialogue_id, idx, label, intended_emotion FROM turns WHERE dialogue_id IN (SELECT unnest($ids))",
                         params={"ids": reviewed}).to_arrow_table().to_pylist()
         judgements = con.sql(
-            "SELECT * FROM judgements WHERE dialogue_id IN (SELECT unnest($ids)) QUALIFY row_number() OVER "
-            "(PARTITION BY dialogue_id, judge_id ORDER BY created_at DESC, id DESC) = 1",
+            f"SELECT * FROM ({LATEST_JUDGEMENTS_SQL}) WHERE dialogue_id IN (SELECT unnest($ids))",
             params={"ids": reviewed}).to_arrow_table().to_pylist()
     finally:
         con.close()

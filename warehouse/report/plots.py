@@ -1,0 +1,254 @@
+"""The PNG plots of the release report (matplotlib, Agg backend, no timestamps: same input, same bytes)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+
+from warehouse.importers.labels import ERC7  # noqa: E402
+from warehouse.report.stats import flatten_numbers  # noqa: E402
+
+
+def _plt():
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "figure.dpi": 100, "savefig.dpi": 100,
+                         "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
+    _plt().close(fig)
+    return path.name
+
+
+def _hist_bins(values: list[float], others: list[float] | None = None, integer: bool = False, max_bins: int = 40):
+    allv = values + (others or [])
+    lo, hi = min(allv), max(allv)
+    if others:  # a long tail of the reference data would squash the plot: stop at its 99th percentile
+        hi = max(max(values), sorted(others)[int(0.99 * (len(others) - 1))])
+    if integer:
+        lo, hi = math.floor(lo), math.ceil(hi)
+        step = max(1, math.ceil((hi - lo + 1) / max_bins))
+        return [x - 0.5 for x in range(int(lo), int(hi) + step + 1, step)]
+    if hi == lo:
+        hi = lo + 1
+    n = max(5, min(max_bins, int(math.sqrt(len(allv))) + 1))
+    return [lo + (hi - lo) * i / n for i in range(n + 1)]
+
+
+def _plot_emotions(stats: dict, out: Path) -> str | None:
+    e = stats["emotions"]
+    labels = [k for k in e["labels"] if e["final"].get(k) or e["intended"].get(k)]
+    if not labels:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.25 * len(labels) + 1)))
+    ys = list(range(len(labels)))
+    ax.barh([y + 0.2 for y in ys], [e["final"].get(k, 0) for k in labels], height=0.4, label="final label")
+    if any(e["intended"].values()):
+        ax.barh([y - 0.2 for y in ys], [e["intended"].get(k, 0) for k in labels], height=0.4, label="intended", alpha=0.6)
+    ax.set_yticks(ys, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("utterances")
+    ax.set_title("Emotion distribution")
+    ax.legend(loc="lower right")
+    return _save(fig, out / "emotions.png")
+
+
+def _plot_transitions(stats: dict, tax, out: Path) -> str | None:
+    trans: Counter = stats["_values"]["trans"]
+    graph = stats["_values"]["graph_edges"]
+    names = [n for n in stats["emotions"]["labels"]]
+    if not trans and not graph:
+        return None
+    plt = _plt()
+    n = len(names)
+    idx = {k: i for i, k in enumerate(names)}
+    obs = [[0.0] * n for _ in range(n)]
+    for (a, b), v in trans.items():
+        if a in idx and b in idx:
+            obs[idx[a]][idx[b]] = float(v)
+    for row in obs:  # row-normalise: P(next | current)
+        s = sum(row)
+        if s:
+            row[:] = [x / s for x in row]
+    panels = 2 if tax is not None else 1
+    size = max(4.0, 0.28 * n + 2)
+    fig, axes = plt.subplots(1, panels, figsize=(size * panels, size), squeeze=False)
+    ax = axes[0][0]
+    im = ax.imshow(obs, cmap="viridis", vmin=0, vmax=max(0.01, max(max(r) for r in obs)))
+    off = [(idx[a], idx[b]) for (a, b) in trans if a != b and (a, b) not in graph and a in idx and b in idx] if graph else []
+    if off:
+        ax.scatter([j for i, j in off], [i for i, j in off], marker="x", color="red", s=12, label="not in graph")
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_title("Observed transitions P(next | current)")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if tax is not None:
+        adj = [[1.0 if (a, b) in graph else 0.0 for b in names] for a in names]
+        axes[0][1].imshow(adj, cmap="Greys", vmin=0, vmax=1)
+        axes[0][1].set_title(f"Configured graph ({tax.name}, {len(graph)} edges)")
+    for ax in axes[0]:
+        ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
+        ax.set_xlabel("next emotion")
+        ax.set_ylabel("current emotion")
+    return _save(fig, out / "transitions.png")
+
+
+def _plot_hist(values: list[float], out: Path, name: str, title: str, xlabel: str, integer: bool = False,
+               compare: list[float] | None = None, compare_label: str = "DailyDialog") -> str | None:
+    if not values:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bins = _hist_bins(values, compare, integer=integer)
+    density = bool(compare)
+    ax.hist(values, bins=bins, density=density, alpha=0.75, label="this release")
+    if compare:
+        ax.hist([min(c, bins[-1]) for c in compare], bins=bins, density=True, alpha=0.5, label=compare_label,
+                histtype="stepfilled")
+        ax.legend()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share" if density else "count")
+    return _save(fig, out / name)
+
+
+def _plot_judges(stats: dict, out: Path) -> str | None:
+    scores = stats["_values"]["judge_scores"]
+    dims = stats["_values"]["dims"]
+    panels = ([("release judge_score", None, scores)] if scores else []) + [
+        (f"{jid}: {dim}", jid, vals) for jid, d in sorted(dims.items()) for dim, vals in sorted(d.items()) if vals]
+    if not panels:
+        return None
+    panels = panels[:12]
+    plt = _plt()
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (title, _, vals) in zip([a for r in axes for a in r], panels):
+        integer = all(float(v).is_integer() for v in vals)
+        ax.hist(vals, bins=_hist_bins(vals, integer=integer, max_bins=20))
+        ax.set_title(title, fontsize=8)
+    for ax in [a for r in axes for a in r][len(panels):]:
+        ax.axis("off")
+    fig.suptitle("Judge score distributions")
+    return _save(fig, out / "judge_scores.png")
+
+
+def _plot_acceptance(stats: dict, out: Path) -> str | None:
+    acc = stats["acceptance"]
+    if not acc["by_pair"] and not acc["by_domain"]:
+        return None
+    plt = _plt()
+    pairs = acc["by_pair"]
+    doms = acc["by_domain"]
+    h = max(3.0, 0.22 * len(doms) + 1.2)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, h), gridspec_kw={"width_ratios": [1, 1.2]})
+    for ax, rows, title in ((a1, pairs, "by model pair"), (a2, doms, "by domain")):
+        keys = [r["key"] for r in rows]
+        if acc["source"] == "warehouse":
+            vals = [r["acceptance"] or 0.0 for r in rows]
+            ax.barh(range(len(keys)), vals, color="tab:green")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("accepted / decided")
+            for y, r in enumerate(rows):
+                ax.text(0.01, y, f"{r['accepted']}/{r['accepted'] + r['rejected'] + r['uncertain']}", va="center", fontsize=6)
+        else:
+            ax.barh(range(len(keys)), [r["accepted"] for r in rows])
+            ax.set_xlabel("dialogues in release")
+        ax.set_yticks(range(len(keys)), keys, fontsize=7 if len(keys) < 30 else 5)
+        ax.invert_yaxis()
+        ax.set_title(f"Acceptance {title}")
+    return _save(fig, out / "acceptance.png")
+
+
+def _plot_difficulty(stats: dict, out: Path) -> str | None:
+    vals = stats["_values"]["difficulty"]
+    if not vals:
+        return None
+    plt = _plt()
+    buckets = stats["_values"]["buckets"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bins = _hist_bins(vals)
+    groups = sorted(set(buckets))
+    ax.hist([[v for v, b in zip(vals, buckets) if b == g] for g in groups], bins=bins, stacked=True,
+            label=[f"bucket {g}" if g >= 0 else "no bucket" for g in groups])
+    ax.legend()
+    ax.set_title("Difficulty (PRC-Emo DIF) by curriculum bucket")
+    ax.set_xlabel("difficulty")
+    ax.set_ylabel("dialogues")
+    return _save(fig, out / "difficulty.png")
+
+
+def _plot_audio(stats: dict, out: Path) -> str | None:
+    t, m = stats["_values"]["audio_turn"], stats["_values"]["audio_mix"]
+    if not t and not m:
+        return None
+    plt = _plt()
+    panels = [(v, ttl) for v, ttl in ((t, "per-turn clips"), (m, "dialogue mixes")) if v]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3), squeeze=False)
+    for ax, (vals, ttl) in zip(axes[0], panels):
+        ax.hist(vals, bins=_hist_bins(vals))
+        ax.set_title(f"Audio durations: {ttl}")
+        ax.set_xlabel("seconds")
+    return _save(fig, out / "audio_durations.png")
+
+
+def _plot_agreement(stats: dict, out: Path) -> str | None:
+    nums = [(k, v) for k, v in flatten_numbers(stats.get("agreement")) if -1.0 <= v <= 1.0]
+    if not nums:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, max(2.2, 0.3 * len(nums) + 1)))
+    ax.barh(range(len(nums)), [v for _, v in nums], color="tab:purple")
+    ax.set_yticks(range(len(nums)), [k for k, _ in nums], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.0, min(v for _, v in nums)), 1)
+    ax.set_title("Inter-annotator agreement")
+    return _save(fig, out / "agreement.png")
+
+
+def _plot_compare_emotions(stats: dict, dd: dict, out: Path) -> str | None:
+    ours = stats["emotions"]["erc7"]
+    if not ours:
+        return None
+    plt = _plt()
+    tot_o = sum(ours.values()) or 1
+    tot_d = sum(dd["emotions_erc7"].values()) or 1
+    xs = list(range(len(ERC7)))
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.bar([x - 0.2 for x in xs], [ours.get(k, 0) / tot_o for k in ERC7], width=0.4, label="this release (erc7)")
+    ax.bar([x + 0.2 for x in xs], [dd["emotions_erc7"].get(k, 0) / tot_d for k in ERC7], width=0.4, label="DailyDialog")
+    ax.set_xticks(xs, ERC7)
+    ax.set_ylabel("share of utterances")
+    ax.set_title("Emotions (7 ERC classes): release vs DailyDialog")
+    ax.legend()
+    return _save(fig, out / "compare_emotions.png")
+
+
+def plot_all(stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | None]:
+    """Every plot of the report into ``out``: figure name -> PNG file name (None: no data for it)."""
+    return {
+        "emotions": _plot_emotions(stats, out),
+        "transitions": _plot_transitions(stats, tax, out),
+        "turns": _plot_hist([float(x) for x in stats["_values"]["turns"]], out, "turns_per_dialogue.png",
+                            "Turns per dialogue", "turns", integer=True,
+                            compare=[float(x) for x in dd["turns_values"]] if dd else None),
+        "words": _plot_hist([float(x) for x in stats["_values"]["words"]], out, "words_per_turn.png",
+                            "Words per turn", "words", integer=True,
+                            compare=[float(x) for x in dd["words_values"]] if dd else None),
+        "judges": _plot_judges(stats, out),
+        "acceptance": _plot_acceptance(stats, out),
+        "difficulty": _plot_difficulty(stats, out),
+        "audio": _plot_audio(stats, out),
+        "agreement": _plot_agreement(stats, out),
+        "compare_emotions": _plot_compare_emotions(stats, dd, out) if dd else None,
+    }

@@ -1,0 +1,198 @@
+"""Every figure of the release report as plain data (written as ``report/stats.json``)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from schemas.stats import quantiles
+from schemas.text import count_words
+from warehouse.importers.labels import ERC7
+from warehouse.report.data import ReleaseData, _audio_duration, _audio_ref
+
+
+def _emotion_sequences(data: ReleaseData) -> list[list[str]]:
+    seqs = []
+    for d in data.dialogues:
+        turns = d.get("turns")
+        if turns:
+            seqs.append([t.get("emotion") for t in sorted(turns, key=lambda t: t.get("idx") or 0)])
+        elif d.get("emotions"):
+            seqs.append(list(d["emotions"]))
+    if not seqs and data.utterances:
+        by: dict[str, list] = defaultdict(list)
+        for u in data.utterances:
+            by[u["dialogue_id"]].append(u.get("emotion"))
+        seqs = [v for _, v in sorted(by.items())]
+    return seqs
+
+
+def _utterance_texts(data: ReleaseData) -> list[str]:
+    if data.utterances:
+        return [u.get("text") or "" for u in data.utterances]
+    return [t.get("text") or "" for d in data.dialogues for t in (d.get("turns") or [])]
+
+
+def _acceptance(data: ReleaseData) -> dict:
+    """Acceptance per model pair and per domain: from the warehouse when given, else the release's own rows."""
+    status_rows = data.warehouse.get("dialogue_status")
+    by_pair: dict[str, Counter] = defaultdict(Counter)
+    by_domain: dict[str, Counter] = defaultdict(Counter)
+    if status_rows:
+        source = "warehouse"
+        for r in status_rows:
+            pair = f"{r['model_a']} × {r['model_b']}"
+            by_pair[pair][r["status"]] += r["n"]
+            by_domain[r["domain"]][r["status"]] += r["n"]
+    else:
+        source = "release"
+        for d in data.dialogues:
+            pair = f"{d.get('model_a')} × {d.get('model_b')}"
+            by_pair[pair]["accepted"] += 1
+            by_domain[str(d.get("domain"))]["accepted"] += 1
+
+    def table(groups: dict[str, Counter]) -> list[dict]:
+        rows = []
+        for key, c in sorted(groups.items()):
+            decided = c["accepted"] + c["rejected"] + c["uncertain"]
+            rows.append({"key": key, "accepted": c["accepted"], "rejected": c["rejected"],
+                         "uncertain": c["uncertain"], "failed": c["failed"], "pending": c["pending"] + c["generated"],
+                         "acceptance": round(c["accepted"] / decided, 4) if decided else None})
+        return rows
+
+    scores_pair: dict[str, list[float]] = defaultdict(list)
+    for d in data.dialogues:
+        if d.get("judge_score") is not None:
+            scores_pair[f"{d.get('model_a')} × {d.get('model_b')}"].append(float(d["judge_score"]))
+    return {"source": source, "by_pair": table(by_pair), "by_domain": table(by_domain),
+            "release_judge_score_by_pair": {k: quantiles(v) for k, v in sorted(scores_pair.items())}}
+
+
+def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
+    """Every figure of the report as plain data (also written as ``report/stats.json``)."""
+    m = data.manifest
+    tax = data.taxonomy
+    seqs = _emotion_sequences(data)
+    final = Counter(e for s in seqs for e in s if e)
+    intended = Counter(u.get("intended_emotion") for u in data.utterances if u.get("intended_emotion"))
+    label_source = Counter(u.get("label_source") or "unknown" for u in data.utterances)
+    names = list(tax.emotion_names) if tax is not None else []
+    names += sorted((set(final) | set(intended)) - set(names))
+
+    trans = Counter((a, b) for s in seqs for a, b in zip(s, s[1:]) if a and b)
+    n_pairs = sum(trans.values())
+    changes = sum(v for (a, b), v in trans.items() if a != b)
+    graph_edges = {(a, b) for a, dsts in (tax.transitions.items() if tax is not None else []) for b in dsts}
+    on_graph = sum(v for (a, b), v in trans.items() if a != b and (a, b) in graph_edges)
+    off_graph = sorted(((a, b, v) for (a, b), v in trans.items() if a != b and (a, b) not in graph_edges),
+                       key=lambda x: (-x[2], x[0], x[1]))
+
+    turns = [int(d.get("n_turns") or len(d.get("turns") or [])) for d in data.dialogues]
+    words = [count_words(t) for t in _utterance_texts(data)]
+    splits = Counter(d.get("split") or "unsplit" for d in data.dialogues)
+    difficulty = [float(d["difficulty"]) for d in data.dialogues if d.get("difficulty") is not None]
+    buckets = Counter(int(d["bucket"]) for d in data.dialogues if d.get("bucket") is not None)
+    judge_scores = [float(d["judge_score"]) for d in data.dialogues if d.get("judge_score") is not None]
+
+    dims: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    verdicts: dict[str, Counter] = defaultdict(Counter)
+    for j in data.warehouse.get("judgements", []):
+        if j["kind"] != "llm":
+            verdicts["checks"][j["verdict"]] += 1
+            continue
+        verdicts[j["judge_id"]][j["verdict"]] += 1
+        for dim in ("coherence", "naturalness", "domain_fit", "safety", "emotion_fidelity"):
+            if j.get(dim) is not None:
+                dims[j["judge_id"]][dim].append(float(j[dim]))
+
+    # audio: clip table durations, else the files shipped in the release
+    audio: dict[str, Any] = {}
+    clips = data.warehouse.get("clip_durations") or {}
+    turn_durs = list(clips.get("turn") or [])
+    mix_durs = list(clips.get("mix") or [])
+    missing = 0
+    if not turn_durs and any(_audio_ref(u.get("audio")) for u in data.utterances):
+        for u in data.utterances:
+            ref = _audio_ref(u.get("audio"))
+            if ref:
+                dur = _audio_duration(data.release_dir / ref)
+                (turn_durs.append(dur) if dur is not None else None)
+                missing += dur is None
+    if not mix_durs:
+        for d in data.dialogues:
+            ref = _audio_ref(d.get("audio_mix"))
+            if ref:
+                dur = _audio_duration(data.release_dir / ref)
+                if dur is not None:
+                    mix_durs.append(dur)
+    if turn_durs or mix_durs:
+        audio = {"turn_seconds": quantiles(turn_durs), "mix_seconds": quantiles(mix_durs),
+                 "total_seconds": round(sum(mix_durs) or sum(turn_durs), 3),
+                 "total_hours": round((sum(mix_durs) or sum(turn_durs)) / 3600, 4), "unreadable": missing,
+                 "turn_values": turn_durs, "mix_values": mix_durs}
+
+    erc7: Counter = Counter()
+    if data.utterances and "label_erc7" in data.utterances[0]:
+        erc7 = Counter(u.get("label_erc7") for u in data.utterances if u.get("label_erc7"))
+    elif tax is not None and "erc7" in tax.mappings:
+        erc7 = Counter(tax.map_label(e, "erc7") for s in seqs for e in s if e in tax.emotion)
+
+    out = {
+        "version": m.get("version") or data.release_dir.name,
+        "parent": m.get("parent"),
+        "created": m.get("created_at") or m.get("created"),
+        "code_version": m.get("code_version"),
+        "config_fingerprint": m.get("config_fingerprint") or m.get("config"),
+        "taxonomy": tax.name if tax is not None else (m.get("taxonomy") if isinstance(m.get("taxonomy"), str) else None),
+        "n_dialogues": len(data.dialogues),
+        "n_utterances": len(data.utterances) or sum(turns),
+        "splits": dict(sorted(splits.items())),
+        "emotions": {"labels": names, "final": {k: final.get(k, 0) for k in names},
+                     "intended": {k: intended.get(k, 0) for k in names}, "label_source": dict(sorted(label_source.items())),
+                     "final_equals_intended": (round(sum(1 for u in data.utterances if u.get("emotion") == u.get("intended_emotion"))
+                                                     / len(data.utterances), 4) if data.utterances else None),
+                     "erc7": {k: erc7.get(k, 0) for k in ERC7} if erc7 else {}},
+        "transitions": {
+            "pairs": n_pairs, "changes": changes,
+            "change_rate": round(changes / n_pairs, 4) if n_pairs else None,
+            "on_graph_share": round(on_graph / changes, 4) if changes and graph_edges else None,
+            "graph_edges": len(graph_edges),
+            "graph_edges_used": len({(a, b) for (a, b) in trans if (a, b) in graph_edges}),
+            "off_graph_top": [{"from": a, "to": b, "n": v} for a, b, v in off_graph[:10]],
+            "matrix": {a: {b: trans.get((a, b), 0) for b in names if trans.get((a, b))} for a in names
+                       if any(trans.get((a, b)) for b in names)},
+        },
+        "turns_per_dialogue": quantiles([float(x) for x in turns]),
+        "turns_hist": {str(k): v for k, v in sorted(Counter(turns).items())},
+        "words_per_turn": quantiles([float(x) for x in words]),
+        "judge_score": quantiles(judge_scores),
+        "judges": {jid: {"verdicts": dict(sorted(verdicts[jid].items())),
+                         **{dim: quantiles(v) for dim, v in sorted(dims[jid].items())}}
+                   for jid in sorted(verdicts)},
+        "acceptance": _acceptance(data),
+        "difficulty": {**quantiles(difficulty), "buckets": {str(k): v for k, v in sorted(buckets.items())}},
+        "audio": {k: v for k, v in audio.items() if not k.endswith("_values")},
+        "agreement": m.get("agreement"),
+        "distinct_emotions_per_dialogue": quantiles([float(len(set(s))) for s in seqs]),
+    }
+    if dailydialog:
+        out["dailydialog"] = {k: v for k, v in dailydialog.items() if not k.endswith("_values")}
+    out["_values"] = {"turns": turns, "words": words, "difficulty": difficulty, "buckets": [
+        int(d["bucket"]) if d.get("bucket") is not None else -1 for d in data.dialogues if d.get("difficulty") is not None],
+        "judge_scores": judge_scores, "dims": {j: dict(v) for j, v in dims.items()},
+        "audio_turn": audio.get("turn_values", []), "audio_mix": audio.get("mix_values", []),
+        "trans": trans, "graph_edges": graph_edges}
+    return out
+
+
+def flatten_numbers(obj, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, number) of every number in a nested dict (the agreement figures)."""
+    out: list[tuple[str, float]] = []
+    if isinstance(obj, bool):
+        return out
+    if isinstance(obj, (int, float)):
+        return [(prefix or "value", float(obj))]
+    if isinstance(obj, dict):
+        for k in sorted(obj):
+            out += flatten_numbers(obj[k], f"{prefix}.{k}" if prefix else str(k))
+    return out
