@@ -25,10 +25,11 @@ from typing import Callable
 
 from annotation.config import CONFIG_VERSION, labeling_config, prediction_result, task_data
 from annotation.records import ReviewTask
+from schemas.config.review import ReviewConfig
 from warehouse.effective import LATEST_JUDGEMENTS_SQL
 from warehouse.store import Warehouse
 
-DEFAULT_PROJECT = "emoforge dialogue review"
+DEFAULT_PROJECT = ReviewConfig.model_fields["project"].default  # one default: the review: section
 RUBRIC = ("coherence", "naturalness", "domain_fit", "safety")
 REASONS = ("uncertain", "disagreement", "audit-accepted", "audit-rejected")
 

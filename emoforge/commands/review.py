@@ -6,21 +6,24 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
+import httpx
 import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from annotation.client import connect, server_url
+from annotation.merge import merge_changes
+from annotation.pull import open_problems, pull
+from annotation.push import PushError, ReviewPolicy, push, select_for_review
+from annotation.server import LabelStudioError, api_token, start, status, stop
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.review_flow import review_poll_flow_fn
+from schemas.config import ConfigError, load_config
+from schemas.taxonomy import TaxonomyError, load_taxonomy
+from warehouse.agreement import agreement_summary
 
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Label Studio URL (default: the server started for --home, or $EMOFORGE_LS_URL)")]
-ProjectOpt = Annotated[str, typer.Option("--project", help="Label Studio project title")]
+ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="Label Studio project title [review.project]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def _emotions(config: Path | None, taxonomy: str | None) -> list[str]:
-    from schemas.config import load_config
-    from schemas.taxonomy import load_taxonomy
-
-    cfg = load_config(config, taxonomy=taxonomy)
-    return load_taxonomy(cfg.taxonomy).emotion_names
 
 
 def register(app: typer.Typer) -> None:
@@ -37,10 +40,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start Label Studio (credentials and token from EMOFORGE_LS_USERNAME/PASSWORD/TOKEN)."""
         path = open_home(home)
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        from annotation.server import LabelStudioError, start
-
         try:
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                           transient=True) as prog:
@@ -56,16 +55,12 @@ def register(app: typer.Typer) -> None:
     def ls_stop(home: HomeOpt = None) -> None:
         """Stop the Label Studio server of this home."""
         path = open_home(home)
-        from annotation.server import stop
-
         console.print("stopped" if stop(path) else "no Label Studio server was running for this home")
 
     @ls.command("status")
     def ls_status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         """Is Label Studio running for this home, and healthy?"""
         path = open_home(home)
-        from annotation.server import status
-
         st = status(path)
         if as_json:
             typer.echo(json.dumps(st, indent=1))
@@ -80,11 +75,6 @@ def register(app: typer.Typer) -> None:
     def ls_invite(home: HomeOpt = None, url: UrlOpt = None) -> None:
         """Print the invite link annotators sign up with (open sign-up is off)."""
         path = open_home(home)
-        import httpx
-
-        from annotation.client import server_url
-        from annotation.server import LabelStudioError, api_token
-
         try:
             base = server_url(path, url)
             r = httpx.get(base + "/api/invite", headers={"Authorization": f"Token {api_token()}"}, timeout=30)
@@ -97,32 +87,34 @@ def register(app: typer.Typer) -> None:
     def review_push(
         home: HomeOpt = None,
         url: UrlOpt = None,
-        project: ProjectOpt = "emoforge dialogue review",
-        config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): taxonomy")] = None,
+        project: ProjectOpt = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): taxonomy and the review: section")] = None,
         taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="preset or taxonomy file")] = None,
-        overlap: Annotated[int, typer.Option("--overlap", help="annotators per task")] = 1,
-        audit_accepted: Annotated[float, typer.Option("--audit-accepted", help="audit rate of judge-accepted dialogues")] = 0.05,
-        audit_rejected: Annotated[float, typer.Option("--audit-rejected", help="audit rate of judge-rejected dialogues")] = 0.05,
+        overlap: Annotated[Optional[int], typer.Option("--overlap", help="annotators per task [review.overlap]")] = None,
+        audit_accepted: Annotated[Optional[float], typer.Option("--audit-accepted", help="audit rate of judge-accepted dialogues [review.audit_accepted]")] = None,
+        audit_rejected: Annotated[Optional[float], typer.Option("--audit-rejected", help="audit rate of judge-rejected dialogues [review.audit_rejected]")] = None,
         no_uncertain: Annotated[bool, typer.Option("--no-uncertain", help="do not push the judges' uncertain band")] = False,
         no_disagreement: Annotated[bool, typer.Option("--no-disagreement", help="do not push judge disagreements")] = False,
-        score_spread: Annotated[int, typer.Option("--score-spread", help="rubric score difference that counts as disagreement")] = 2,
-        seed: Annotated[int, typer.Option("--seed", help="audit sample seed")] = 0,
-        limit: Annotated[Optional[int], typer.Option("--limit", help="push at most this many dialogues")] = None,
+        score_spread: Annotated[Optional[int], typer.Option("--score-spread", help="rubric score difference that counts as disagreement [review.score_spread]")] = None,
+        seed: Annotated[Optional[int], typer.Option("--seed", help="audit sample seed [review.seed]")] = None,
+        limit: Annotated[Optional[int], typer.Option("--limit", help="push at most this many dialogues [review.limit]")] = None,
         dialogue: Annotated[Optional[list[str]], typer.Option("--dialogue", help="push these dialogue ids (repeatable) instead of selecting")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would be pushed")] = False,
         as_json: JsonOpt = False,
     ) -> None:
-        """Create/update the review project and push the dialogues that need human eyes (idempotent)."""
-        path = open_home(home)
-        from schemas.config import ConfigError
-        from schemas.taxonomy import TaxonomyError
-        from annotation.client import connect
-        from annotation.push import PushError, ReviewPolicy, push, select_for_review
-        from annotation.server import LabelStudioError
+        """Create/update the review project and push the dialogues that need human eyes (idempotent).
 
+        Every setting defaults to the ``review:`` section of --config; a flag given on the command line wins."""
+        path = open_home(home)
         try:
-            policy = ReviewPolicy(uncertain=not no_uncertain, disagreement=not no_disagreement, score_spread=score_spread,
-                                  audit_accepted=audit_accepted, audit_rejected=audit_rejected, seed=seed, limit=limit)
+            cfg = load_config(config, taxonomy=taxonomy)
+            rc = cfg.review.model_copy(update={k: v for k, v in dict(
+                project=project, overlap=overlap, audit_accepted=audit_accepted, audit_rejected=audit_rejected,
+                score_spread=score_spread, seed=seed, limit=limit).items() if v is not None})
+            policy = ReviewPolicy(uncertain=rc.uncertain and not no_uncertain,
+                                  disagreement=rc.disagreement and not no_disagreement, score_spread=rc.score_spread,
+                                  audit_accepted=rc.audit_accepted, audit_rejected=rc.audit_rejected, seed=rc.seed,
+                                  limit=rc.limit)
             if dry_run:
                 chosen = select_for_review(path, policy)
                 out = {"selected": len(chosen), "by_reason": {}}
@@ -130,13 +122,11 @@ def register(app: typer.Typer) -> None:
                     out["by_reason"][r] = out["by_reason"].get(r, 0) + 1
                 typer.echo(json.dumps(out, indent=None if as_json else 1))
                 return
-            emotions = _emotions(config, taxonomy)
+            emotions = load_taxonomy(cfg.taxonomy).emotion_names
             client = connect(path, url)
-            from rich.progress import Progress
-
             with Progress(console=console, transient=True) as prog:
                 t = prog.add_task("importing tasks", total=None)
-                rep = push(path, client, policy=policy, title=project, emotions=emotions, overlap=overlap,
+                rep = push(path, client, policy=policy, title=rc.project, emotions=emotions, overlap=rc.overlap,
                            dialogue_ids=list(dialogue) if dialogue else None,
                            progress=lambda done, total: prog.update(t, completed=done, total=total))
         except (PushError, LabelStudioError, ConfigError, TaxonomyError) as exc:
@@ -155,22 +145,22 @@ def register(app: typer.Typer) -> None:
     def review_pull(
         home: HomeOpt = None,
         url: UrlOpt = None,
-        project: ProjectOpt = "emoforge dialogue review",
+        project: ProjectOpt = None,
+        config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): its review: section")] = None,
         as_json: JsonOpt = False,
         strict: Annotated[bool, typer.Option("--strict", help="exit 1 when any annotation has a problem")] = False,
         watch: Annotated[Optional[float], typer.Option("--watch", help="keep polling (Prefect flow) for this many minutes, until every task has its annotations")] = None,
-        interval: Annotated[float, typer.Option("--interval", help="seconds between polls with --watch")] = 60.0,
+        interval: Annotated[Optional[float], typer.Option("--interval", help="seconds between polls with --watch [review.poll_interval_s]")] = None,
     ) -> None:
         """Fetch, validate and store the annotations (idempotent); report each problem per task."""
         path = open_home(home)
-        from annotation.client import connect
-        from annotation.pull import pull
-        from annotation.push import PushError
-        from annotation.server import LabelStudioError
-
+        try:
+            rc = load_config(config).review
+        except ConfigError as exc:
+            fail(str(exc))
+        project = project or rc.project
+        interval = interval if interval is not None else rc.poll_interval_s
         if watch is not None:
-            from flows.review_flow import review_poll_flow_fn
-
             try:
                 reports = review_poll_flow_fn()(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:
@@ -198,10 +188,6 @@ def register(app: typer.Typer) -> None:
     def review_status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         """What the reviews change (status overrides, corrected labels), open problems and agreement."""
         path = open_home(home)
-        from warehouse.agreement import agreement_summary
-        from annotation.merge import merge_changes
-        from annotation.pull import open_problems
-
         changes = merge_changes(path, limit=20)
         problems = open_problems(path)
         agree = agreement_summary(path)

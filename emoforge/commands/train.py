@@ -9,6 +9,18 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.train_flow import train_flow
+from schemas.config import ConfigError, TrainConfig, load_config
+from schemas.config.base import validate
+from trainer.curriculum import ScheduleError
+from trainer.data import TrainerDataError
+from trainer.export import ExportOptions, export_erc
+from trainer.retrieval import EmbedderMissing, LibraryOptions
+from trainer.tiny_model import build_tiny_model
+from trainer.train import TrainError, train
+from warehouse.importers import ImportFailed, import_dailydialog, import_meld
+from warehouse.releases import ReleaseError
+from warehouse.versions import VersionError
 
 
 def _csv(value: str | None) -> tuple[str, ...] | None:
@@ -31,6 +43,16 @@ def _report_import(report) -> None:
                   highlight=False)
 
 
+def train_config(config: Path | None, flags: dict, library_max_per_source: int | None = None) -> TrainConfig:
+    """The ``train:`` section of ``config`` with the flags that were given (not None) on top."""
+    cfg = load_config(config).train
+    update = {k: v for k, v in flags.items() if v is not None}
+    if library_max_per_source is not None:  # 0 on the command line: every utterance
+        update["library_max_per_source"] = library_max_per_source or None
+    return validate(TrainConfig, cfg.model_dump() | update, str(config or "<flags>"), what="train settings",
+                    prefix="train")
+
+
 def register(app: typer.Typer) -> None:
     imp = typer.Typer(help="Import a real ERC dataset into the warehouse as an external source.", no_args_is_help=True)
     app.add_typer(imp, name="import")
@@ -44,8 +66,6 @@ def register(app: typer.Typer) -> None:
         keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
     ) -> None:
         """Import DailyDialog (7 emotions; happiness maps to joy under erc7)."""
-        from warehouse.importers import ImportFailed, import_dailydialog
-
         h = open_home(home)
         try:
             report = import_dailydialog(h, path, strict=strict, force=force, drop_duplicates=not keep_duplicates)
@@ -63,8 +83,6 @@ def register(app: typer.Typer) -> None:
         keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
     ) -> None:
         """Import MELD CSVs (Utterance, Speaker, Emotion, Dialogue_ID, Utterance_ID)."""
-        from warehouse.importers import ImportFailed, import_meld
-
         h = open_home(home)
         try:
             report = import_meld(h, path, split=split, strict=strict, force=force, drop_duplicates=not keep_duplicates)
@@ -85,12 +103,6 @@ def register(app: typer.Typer) -> None:
         library_max_per_source: Annotated[int, typer.Option(help="imported training utterances per source (0: all)")] = 20000,
     ) -> None:
         """Export ERC samples (chat messages, PRC-Emo prompt) of a release as JSONL."""
-        from trainer.data import TrainerDataError
-        from trainer.export import ExportOptions, export_erc
-        from trainer.retrieval import EmbedderMissing, LibraryOptions
-        from warehouse.releases import ReleaseError
-        from warehouse.versions import VersionError
-
         h = open_home(home)
         try:
             info = export_erc(h, release, out, ExportOptions(mapping=mapping, window=window, future=future, k=k),
@@ -106,57 +118,51 @@ def register(app: typer.Typer) -> None:
         base_model: Annotated[Path, typer.Option("--base-model", help="local Hugging Face model folder or .gguf file")],
         out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
         home: HomeOpt = None,
-        mapping: Annotated[str, typer.Option(help="label mapping: identity, erc7, ...")] = "erc7",
-        epochs: Annotated[int, typer.Option(help="total epochs of the default PRC-Emo schedule")] = 3,
+        config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): its train: section gives the defaults")] = None,
+        mapping: Annotated[Optional[str], typer.Option(help="label mapping: identity, erc7, ... [train.mapping]")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="total epochs of the default PRC-Emo schedule [train.epochs]")] = None,
         buckets: Annotated[Optional[int], typer.Option(help="difficulty buckets (default: the release's)")] = None,
         schedule: Annotated[Optional[str], typer.Option(help="explicit phases, e.g. '0:1;0,1:1;all:1'")] = None,
-        window: Annotated[int, typer.Option(help="previous utterances in the prompt")] = 5,
-        future: Annotated[int, typer.Option(help="following utterances in the prompt")] = 0,
-        k: Annotated[int, typer.Option(help="retrieved demonstrations per sample (0: none)")] = 3,
-        lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 32,
-        lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 128,
-        lora_dropout: Annotated[float, typer.Option(help="LoRA dropout")] = 0.05,
-        lr: Annotated[float, typer.Option(help="learning rate")] = 3e-4,
-        warmup_ratio: Annotated[float, typer.Option(help="linear warm-up share of each phase's steps")] = 0.03,
-        batch_size: Annotated[int, typer.Option(help="samples per micro-batch")] = 8,
-        grad_accum: Annotated[int, typer.Option(help="micro-batches per optimiser step")] = 1,
-        max_length: Annotated[int, typer.Option(help="tokens per sample (prompts are fitted)")] = 1024,
+        window: Annotated[Optional[int], typer.Option(help="previous utterances in the prompt [train.window]")] = None,
+        future: Annotated[Optional[int], typer.Option(help="following utterances in the prompt [train.future]")] = None,
+        k: Annotated[Optional[int], typer.Option(help="retrieved demonstrations per sample (0: none) [train.k]")] = None,
+        lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank [train.lora_r]")] = None,
+        lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha [train.lora_alpha]")] = None,
+        lora_dropout: Annotated[Optional[float], typer.Option(help="LoRA dropout [train.lora_dropout]")] = None,
+        lr: Annotated[Optional[float], typer.Option(help="learning rate [train.lr]")] = None,
+        warmup_ratio: Annotated[Optional[float], typer.Option(help="linear warm-up share of each phase's steps")] = None,
+        batch_size: Annotated[Optional[int], typer.Option(help="samples per micro-batch [train.batch_size]")] = None,
+        grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step")] = None,
+        max_length: Annotated[Optional[int], typer.Option(help="tokens per sample (prompts are fitted)")] = None,
         qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="4-bit QLoRA (default: when GPU + bitsandbytes)")] = None,
         max_train_samples: Annotated[Optional[int], typer.Option(help="cap on training utterances (whole dialogues)")] = None,
         max_steps_per_phase: Annotated[Optional[int], typer.Option(help="cap on optimiser steps per phase")] = None,
         max_eval: Annotated[Optional[int], typer.Option(help="cap on utterances per test set")] = None,
         eval_sets: Annotated[Optional[str], typer.Option(help="imported sources to test on (comma list; default: all that map)")] = None,
         library_sources: Annotated[Optional[str], typer.Option(help="imported sources in the library (comma list)")] = None,
-        library_max_per_source: Annotated[int, typer.Option(help="imported training utterances per source (0: all)")] = 20000,
-        seed: Annotated[int, typer.Option(help="seed of the order and the LoRA initialisation")] = 0,
+        library_max_per_source: Annotated[Optional[int], typer.Option(help="imported training utterances per source (0: all) [train.library_max_per_source]")] = None,
+        seed: Annotated[Optional[int], typer.Option(help="seed of the order and the LoRA initialisation [train.seed]")] = None,
         flow: Annotated[bool, typer.Option(help="run as a Prefect flow")] = False,
     ) -> None:
-        """Curriculum LoRA fine-tuning (PRC-Emo) on a release; writes OUT/metrics.json next to the adapter."""
-        from trainer.curriculum import ScheduleError
-        from trainer.data import TrainerDataError
-        from trainer.retrieval import EmbedderMissing
-        from trainer.train import TrainConfig, TrainError
-        from warehouse.releases import ReleaseError
-        from warehouse.versions import VersionError
+        """Curriculum LoRA fine-tuning (PRC-Emo) on a release; writes OUT/metrics.json next to the adapter.
 
+        Every setting defaults to the ``train:`` section of --config (itself defaulting as documented there); a flag
+        given on the command line wins."""
         h = open_home(home)
-        cfg = TrainConfig(
+        flags = dict(
             mapping=mapping, window=window, future=future, k=k, epochs=epochs, buckets=buckets, schedule=schedule,
             lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lr=lr, warmup_ratio=warmup_ratio,
             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, qlora=qlora,
             max_train_samples=max_train_samples, max_steps_per_phase=max_steps_per_phase, max_eval=max_eval,
-            eval_sets=_csv(eval_sets), library_sources=_csv(library_sources),
-            library_max_per_source=library_max_per_source or None, seed=seed)
+            eval_sets=_csv(eval_sets), library_sources=_csv(library_sources), seed=seed)
         try:
+            cfg = train_config(config, flags, library_max_per_source)
             if flow:
-                from flows.train_flow import train_flow
-
                 metrics = train_flow(str(h), release, str(base_model), str(out), cfg)
             else:
-                from trainer.train import train
-
                 metrics = train(h, release, base_model, out, cfg, log=lambda m: console.print(m, highlight=False))
-        except (TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError, EmbedderMissing) as exc:
+        except (ConfigError, TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError,
+                EmbedderMissing) as exc:
             fail(str(exc))
         summary = {name: {"weighted_f1": round(v["weighted_f1"], 4), "accuracy": round(v["accuracy"], 4), "n": v["n"]}
                    for name, v in metrics["final"].items()}
@@ -173,6 +179,4 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a tiny random causal LM (offline) for smoke runs and tests of `emoforge train`."""
         open_home(home)
-        from trainer.tiny_model import build_tiny_model
-
         console.print(f"tiny model written to {build_tiny_model(out, hidden=hidden, layers=layers, seed=seed)}")
