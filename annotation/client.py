@@ -23,7 +23,7 @@ def server_url(home: Path, url: str | None = None) -> str:
 
 def connect(home: Path, url: str | None = None, timeout: float = 120.0):
     """A ``label_studio_sdk.LabelStudio`` client for the server, after checking it answers and takes the token."""
-    from label_studio_sdk import LabelStudio
+    from label_studio_sdk import LabelStudio  # noqa: PLC0415 - heavy; only the review commands talk to Label Studio
 
     base = server_url(home, url)
     if not health(base):

@@ -16,17 +16,17 @@ def main(target: str) -> None:
     os.environ.update(LABEL_STUDIO_BASE_DATA_DIR=str(out), DJANGO_DB="sqlite", SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
                       LATEST_VERSION_CHECK="false", COLLECT_ANALYTICS="false",
                       XDG_CONFIG_HOME=str(out / "xdg-config"), XDG_DATA_HOME=str(out / "xdg-data"))
-    import label_studio
+    import label_studio  # noqa: PLC0415 - Label Studio's own venv, not this one
 
     sys.path.insert(0, os.path.dirname(label_studio.__file__))  # its apps import as top-level modules
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "label_studio.core.settings.label_studio")
-    import django
+    import django  # noqa: PLC0415 - Label Studio's own venv, not this one
 
     django.setup()
-    from django.core.management import call_command
+    from django.core.management import call_command  # noqa: PLC0415 - Label Studio's own venv, not this one
 
     call_command("migrate", "--no-color", verbosity=0)
-    from users.models import User
+    from users.models import User  # noqa: PLC0415 - Label Studio's own venv, not this one
 
     if User.objects.exists():
         raise SystemExit("template database unexpectedly has users")

@@ -15,21 +15,20 @@ A failing expectation is reported with the rows it failed on (dialogue id, utter
 from __future__ import annotations
 
 import json
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
 from schemas.config import PublishConfig
 from schemas.difficulty import max_difficulty
+from schemas.gx import MAX_LISTED, GXRunner
 from schemas.taxonomy import Taxonomy
 
 SPLITS = ["train", "validation", "test"]
-MAX_LISTED = 20
 
 
 @dataclass
@@ -72,14 +71,6 @@ class GateResult:
         return "release gate FAILED:\n" + "\n".join("  " + f.describe() for f in self.failures)
 
 
-def _gx():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    return gx
-
-
 def utterance_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
     E = gx.expectations
     v = cfg.validation
@@ -117,46 +108,24 @@ def dialogue_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
     ]
 
 
-class _Runner:
-    def __init__(self) -> None:
-        self.gx = _gx()
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        self.context = self.gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        self.source = self.context.data_sources.add_pandas("emoforge")
-        self._n = 0
-
-    def run(self, suite_name: str, expectations: list, df: pd.DataFrame, index_cols: list[str]) -> tuple[list[Failure], list[dict]]:
-        self._n += 1
-        asset = self.source.add_dataframe_asset(f"{suite_name}_{self._n}")
-        batch_def = asset.add_batch_definition_whole_dataframe("all")
-        suite = self.gx.ExpectationSuite(name=f"{suite_name}_{self._n}")
-        for exp in expectations:
-            suite.add_expectation(exp)
-        suite = self.context.suites.add(suite)
-        batch = batch_def.get_batch(batch_parameters={"dataframe": df})
-        result = batch.validate(
-            suite,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols,
-                           "partial_unexpected_count": MAX_LISTED},
-        )
-        failures = []
-        summaries = []
-        for r in result.results:
-            cfg = r.expectation_config
-            res = r.result or {}
-            summaries.append({"suite": suite_name, "expectation": cfg.type, "success": bool(r.success),
-                              "unexpected_count": res.get("unexpected_count", 0)})
-            if r.success:
-                continue
-            idx = res.get("unexpected_index_list") or []
-            rows = [":".join(str(d.get(c)) for c in index_cols) if isinstance(d, dict) else str(d) for d in idx[:MAX_LISTED]]
-            if r.exception_info and r.exception_info.get("raised_exception"):
-                rows = [r.exception_info.get("exception_message")]
-            kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("result_format", "batch_id")}
-            failures.append(Failure(suite_name, cfg.type, kwargs, int(res.get("unexpected_count") or len(rows)), rows))
-        return failures, summaries
+def _run(runner: GXRunner, suite_name: str, expectations: list, df: pd.DataFrame,
+         index_cols: list[str]) -> tuple[list[Failure], list[dict]]:
+    failures = []
+    summaries = []
+    for r in runner.validate(suite_name, expectations, df, index_cols):
+        cfg = r.expectation_config
+        res = r.result or {}
+        summaries.append({"suite": suite_name, "expectation": cfg.type, "success": bool(r.success),
+                          "unexpected_count": res.get("unexpected_count", 0)})
+        if r.success:
+            continue
+        idx = res.get("unexpected_index_list") or []
+        rows = [":".join(str(d.get(c)) for c in index_cols) if isinstance(d, dict) else str(d) for d in idx[:MAX_LISTED]]
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            rows = [r.exception_info.get("exception_message")]
+        kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("result_format", "batch_id")}
+        failures.append(Failure(suite_name, cfg.type, kwargs, int(res.get("unexpected_count") or len(rows)), rows))
+    return failures, summaries
 
 
 def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_rows: int) -> Iterable[pd.DataFrame]:
@@ -171,8 +140,6 @@ def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_row
 
 
 def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
-    import duckdb
-
     utt = str(data_dir / "utterances" / "*.parquet").replace("'", "''")
     dlg = str(data_dir / "dialogues" / "*.parquet").replace("'", "''")
     con = duckdb.connect()
@@ -203,7 +170,7 @@ def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
 
 def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chunk_rows: int = 250_000) -> GateResult:
     """Run both suites over ``data_dir`` (the ``data/`` folder of a release being built)."""
-    runner = _Runner()
+    runner = GXRunner()
     failures: list[Failure] = []
     results: list[dict] = []
     checked = {"utterances": 0, "dialogues": 0}
@@ -213,14 +180,14 @@ def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chu
             continue
         checked["utterances"] += len(df)
         u_name, u_exps = utterance_suite(runner.gx, taxonomy, cfg)  # an expectation belongs to one suite
-        f, r = runner.run(u_name, u_exps, df, ["dialogue_id", "utterance_idx"])
+        f, r = _run(runner, u_name, u_exps, df, ["dialogue_id", "utterance_idx"])
         failures.extend(f)
         results.extend(r)
     d_name, d_exps = dialogue_suite(runner.gx, taxonomy, cfg)
     ddf = _dialogue_frame(data_dir)
     checked["dialogues"] = len(ddf)
     if len(ddf):
-        f, r = runner.run(d_name, d_exps, ddf, ["dialogue_id"])
+        f, r = _run(runner, d_name, d_exps, ddf, ["dialogue_id"])
         failures.extend(f)
         results.extend(r)
     return GateResult(success=not failures, failures=_merge(failures), checked=checked, results=results)

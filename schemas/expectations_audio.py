@@ -20,7 +20,6 @@ The result lists, for each failed check, the offending clip ids (and turn ids wh
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 
 from schemas.audio import measure_clip, mix_clip_id, turn_clip_id, voice_distance, voice_features
 from schemas.config.speech import AudioBounds
+from schemas.gx import GXRunner
 
 CHECKS = ("missing_clip", "missing_mix", "unreadable", "duration", "silent", "clipping", "sample_rate", "wer",
           "voices")
@@ -56,9 +56,6 @@ class AudioValidation:
     def offending_clip_ids(self) -> list[str]:
         return sorted({c for f in self.failures for c in f.clip_ids})
 
-    def failure(self, check: str) -> AudioFailure | None:
-        return next((f for f in self.failures if f.check == check), None)
-
     def summary(self) -> str:
         if self.success:
             return f"audio checks passed ({self.stats.get('turn_clips', 0)} turn clips)"
@@ -83,44 +80,13 @@ def _frame(data) -> pd.DataFrame:
     return pd.DataFrame(list(data))
 
 
-# ---- Great Expectations --------------------------------------------------------------------------
-class _GX:
-    """One ephemeral context; ``run(df, expectations, id_column)`` → list of (check, expectation result)."""
-
-    def __init__(self) -> None:
-        logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        import great_expectations as gx
-
-        self.gx = gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        self.ctx = gx.get_context(mode="ephemeral")
-        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        self.source = self.ctx.data_sources.add_pandas("emoforge_audio")
-        self.n = 0
-
-    def run(self, df: pd.DataFrame, expectations: list[tuple[str, Any]], id_column: str) -> list[tuple[str, dict]]:
-        if df.empty or not expectations:
-            return []
-        self.n += 1
-        asset = self.source.add_dataframe_asset(f"frame{self.n}")
-        batch_def = asset.add_batch_definition_whole_dataframe(f"all{self.n}")
-        suite = self.gx.ExpectationSuite(name=f"audio{self.n}")
-        suite = self.ctx.suites.add(suite)
-        expectations = [(check, suite.add_expectation(exp)) for check, exp in expectations]
-        vd = self.ctx.validation_definitions.add(
-            self.gx.ValidationDefinition(name=f"audio{self.n}", data=batch_def, suite=suite))
-        res = vd.run(batch_parameters={"dataframe": df},
-                     result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]})
-        # map results back to checks by expectation id (GX does not keep the suite's order)
-        check_of = {str(exp.id): check for check, exp in expectations}
-        out = []
-        for r in res.results:
-            check = check_of.get(str(r.expectation_config.id))
-            if check is None:
-                raise RuntimeError(f"GX returned a result for an unknown expectation {r.expectation_config}")
-            out.append((check, r.to_json_dict()))
-        return out
+def _gx_run(gx: GXRunner, df: pd.DataFrame, expectations: list[tuple[str, Any]], id_column: str
+            ) -> list[tuple[str, dict]]:
+    """(check, expectation result as JSON) for each (check, expectation)."""
+    if df.empty or not expectations:
+        return []
+    results = gx.validate("audio", [exp for _, exp in expectations], df, [id_column])
+    return [(check, r.to_json_dict()) for (check, _), r in zip(expectations, results)]
 
 
 def _ids(result: dict, column: str) -> list[str]:
@@ -201,10 +167,9 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
         voice_rows.append(row)
     voices = pd.DataFrame(voice_rows)
 
-    E = None
     try:
-        gx = _GX()
-        E = gx.gx.expectations
+        gx = GXRunner("emoforge_audio")
+        E = gx.expectations
     except Exception as exc:  # noqa: BLE001 - GX is a main dependency; say so plainly if it breaks
         raise RuntimeError(f"Great Expectations is unavailable for the audio checks: {exc}") from exc
 
@@ -222,10 +187,10 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
                                                                       max_value=1)),
             ("sample_rate", E.ExpectColumnValuesToBeInSet(column="sample_rate_matches", value_set=[True])),
         ]
-    gx_out = gx.run(everything if len(everything) else pd.DataFrame(), clip_exps, "clip_id") if clip_exps else []
+    gx_out = _gx_run(gx, everything if len(everything) else pd.DataFrame(), clip_exps, "clip_id") if clip_exps else []
     # readable-only expectations on the readable subset
     if len(readable) and len(everything) != len(readable):
-        gx_out = gx_out[:1] + gx.run(readable.reset_index(drop=True), clip_exps[1:], "clip_id")
+        gx_out = gx_out[:1] + _gx_run(gx, readable.reset_index(drop=True), clip_exps[1:], "clip_id")
     turn_exps = []
     if len(present_ok):
         turn_exps += [
@@ -247,7 +212,7 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
         if b.require_wer:
             turn_exps.append(("wer", E.ExpectColumnValuesToNotBeNull(column="wer")))
     cols = ["clip_id", "duration_s", "min_duration_s", "max_duration_s", "wer", "wer_clip"]
-    gx_out += gx.run(present_ok[[c for c in cols if c in present_ok]].reset_index(drop=True), turn_exps, "clip_id")
+    gx_out += _gx_run(gx, present_ok[[c for c in cols if c in present_ok]].reset_index(drop=True), turn_exps, "clip_id")
     voice_exps = []
     if len(voices):
         voice_exps += [
@@ -258,7 +223,7 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
         if voices["voice_distance"].notna().any():
             voices["voice_distance"] = voices["voice_distance"].astype(float)
             voice_exps.append(("voices", E.ExpectColumnValuesToBeBetween(column="voice_distance", min_value=1.0)))
-    gx_out += gx.run(voices.drop(columns=["clip_ids"]) if len(voices) else voices, voice_exps, "dialogue_id")
+    gx_out += _gx_run(gx, voices.drop(columns=["clip_ids"]) if len(voices) else voices, voice_exps, "dialogue_id")
 
     # gather failures per check
     clips_of_dialogue = {r["dialogue_id"]: r["clip_ids"] for r in voice_rows}

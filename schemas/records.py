@@ -164,22 +164,6 @@ class AudioClip(Record):
     sha256: str
 
 
-class Release(Record):
-    """Registered release (``id`` == ``version``)."""
-
-    table: typing.ClassVar[str] = "releases"
-    version: str
-    path: str
-    created_at: datetime
-    parent: str | None = None
-    n_dialogues: int
-    n_utterances: int
-    counts_json: str
-    config_fingerprint: str
-    code_version: str
-    manifest_sha256: str
-
-
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.table: cls for cls in (Run, Scenario, Dialogue, Turn, Judgement, Review, AudioClip)
 }

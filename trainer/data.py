@@ -7,6 +7,7 @@ Imported data maps through :mod:`warehouse.importers.labels` (DailyDialog ``happ
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,8 +177,6 @@ def cap_dialogues(utts: list[Utterance], max_utterances: int | None) -> list[Utt
     """A deterministic subset of whole dialogues (ordered by a hash of their id) with at most ``max_utterances``."""
     if max_utterances is None or len(utts) <= max_utterances:
         return utts
-    import hashlib
-
     by_dlg: dict[str, list[Utterance]] = {}
     for u in utts:
         by_dlg.setdefault(u.dialogue_id, []).append(u)

@@ -39,7 +39,7 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Seq
 
 
 def _left_pad(seqs: Sequence[list[int]], pad_id: int):
-    import torch
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
     width = max(len(x) for x in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -54,7 +54,7 @@ def _left_pad(seqs: Sequence[list[int]], pad_id: int):
 def score_labels_full(model, prompts: Sequence[list[int]], label_ids: Sequence[list[int]], pad_id: int,
                       batch_size: int = 8):
     """Reference implementation of :func:`score_labels`: one full forward pass per (prompt, label)."""
-    import torch
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
     device = next(model.parameters()).device
     n_lab = len(label_ids)
@@ -86,7 +86,7 @@ def score_labels(model, prompts: Sequence[list[int]], label_ids: Sequence[list[i
 
     The prompts (left-padded) go through the model once; their key/value cache is repeated once per label and only
     the label tokens are run on top of it, so scoring K labels costs one prompt pass plus K short passes."""
-    import torch
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
     device = next(model.parameters()).device
     n_lab = len(label_ids)

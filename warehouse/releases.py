@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from schemas.digest import file_sha256
 from warehouse.store import Warehouse
 from warehouse.versions import check_version, sort_versions
 
@@ -23,12 +23,8 @@ class ReleaseError(RuntimeError):
     pass
 
 
-def hash_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def hash_file(path: Path) -> str:
+    return file_sha256(path)
 
 
 def fsync_tree(root: Path) -> None:

@@ -15,7 +15,6 @@ Weights:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ from filelock import FileLock
 
 from schemas import procs
 from schemas.config.models import EndpointSpec, ModelsConfig
+from schemas.digest import file_sha256
 from schemas.procs import free_port, port_free
 
 try:
@@ -75,7 +75,7 @@ def _gemma3(models_dir: Path) -> Path:
             return target
     models_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=600):
-        if target.is_file() and _sha256(target) == g.EXPECTED_SHA256:
+        if target.is_file() and file_sha256(target) == g.EXPECTED_SHA256:
             pass
         else:
             try:
@@ -92,14 +92,6 @@ def _gemma3(models_dir: Path) -> Path:
         st = target.stat()
         marker.write_text(f"{g.EXPECTED_SHA256} {st.st_size} {int(st.st_mtime)}\n")
     return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {

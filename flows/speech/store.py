@@ -8,7 +8,6 @@ key is never synthesised twice. Format: 16-bit PCM WAV, mono.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from schemas.audio import read_audio as read  # noqa: F401 - one reader, shared with the release gate
+from schemas.digest import file_sha256
 
 
 def audio_root(home: Path) -> Path:
@@ -33,8 +33,7 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> str:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-        with open(tmp, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -44,6 +43,5 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> str:
 def file_info(path: Path) -> tuple[int, float, str]:
     """(sample rate, duration s, sha256) of an existing clip."""
     info = sf.info(str(path))
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    digest = file_sha256(path)
     return int(info.samplerate), float(info.frames) / info.samplerate, digest

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from schemas.digest import file_sha256
 from schemas.records import Dialogue, Run, Turn, content_id, text_hash, utcnow
 from warehouse.store import Warehouse
 
@@ -60,10 +61,7 @@ class DialogueRows:
 def files_fingerprint(paths: Iterable[Path], *extra: object) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
+        h.update(f"{p.name}\0{file_sha256(p)}\n".encode())
     h.update(json.dumps([IMPORTER_VERSION, *extra], default=str).encode())
     return h.hexdigest()[:20]
 
