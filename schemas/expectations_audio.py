@@ -94,43 +94,8 @@ def _ids(result: dict, column: str) -> list[str]:
     return sorted({str(row[column]) for row in idx if isinstance(row, dict) and row.get(column) is not None})
 
 
-def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, audio_root: Path,
-                   measure: bool = True) -> AudioValidation:
-    """Check the clips of a release. ``clips``: AudioClip rows (pyarrow Table / DataFrame) of the accepted
-    dialogues; ``turns``: the accepted turns (``id, dialogue_id, speaker, text`` and ``n_words``);
-    ``audio_root``: the folder the clips' ``path`` is relative to."""
-    b = bounds if isinstance(bounds, AudioBounds) else AudioBounds.model_validate(bounds or {})
-    audio_root = Path(audio_root)
-    cl = _frame(clips)
-    tr = _frame(turns)
-    if "n_words" not in tr.columns:
-        tr["n_words"] = tr["text"].map(lambda t: len(str(t).split()))
-    if cl.empty:
-        cl = pd.DataFrame(columns=["id", "dialogue_id", "turn_id", "kind", "path", "voice", "sample_rate",
-                                   "duration_s", "wer"])
-    cl = cl.rename(columns={"id": "clip_id"})
-    failures: list[AudioFailure] = []
-    gx_results: list[dict] = []
-
-    turn_clips = cl[cl["kind"] == "turn"].copy()
-    mixes = cl[cl["kind"] == "mix"].copy()
-
-    # missing clips / mixes (a join, no GX needed to find them; GX records the count below)
-    merged = tr.merge(turn_clips, how="left", left_on="id", right_on="turn_id", suffixes=("_turn", ""))
-    missing = merged[merged["clip_id"].isna()]
-    if len(missing):
-        failures.append(AudioFailure("missing_clip", f"{len(missing)} accepted turn(s) have no clip",
-                                     clip_ids=[turn_clip_id(t) for t in missing["id"]],
-                                     turn_ids=sorted(missing["id"].astype(str))))
-    dlg_with_mix = set(mixes["dialogue_id"])
-    no_mix = sorted(set(tr["dialogue_id"]) - dlg_with_mix)
-    if no_mix:
-        failures.append(AudioFailure("missing_mix", f"{len(no_mix)} dialogue(s) have no full-dialogue mix",
-                                     clip_ids=[mix_clip_id(d) for d in no_mix]))
-
-    present = merged[merged["clip_id"].notna()].copy()
-    present["min_duration_s"] = b.min_base_s + present["n_words"] * b.min_s_per_word
-    present["max_duration_s"] = b.max_base_s + present["n_words"] * b.max_s_per_word
+def _measure_frames(present: pd.DataFrame, mixes: pd.DataFrame, audio_root: Path, measure: bool) -> None:
+    """Add the file measurements (readable, real sample rate and duration, level, clipping) to both frames."""
     if measure:
         meas = [measure_clip(audio_root / p) for p in present["path"]]
         mmeas = [measure_clip(audio_root / p) for p in mixes["path"]]
@@ -144,15 +109,10 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
             frame[col] = [m.get(col) for m in ms]
         frame["sample_rate_matches"] = [bool(m["file_ok"]) and m["file_sample_rate"] == sr
                                         for m, sr in zip(ms, frame["sample_rate"])]
-    everything = pd.concat([present[["clip_id", "file_ok", "file_sample_rate", "rms_dbfs", "clipped_fraction",
-                                     "sample_rate", "sample_rate_matches"]],
-                            mixes[["clip_id", "file_ok", "file_sample_rate", "rms_dbfs", "clipped_fraction",
-                                   "sample_rate", "sample_rate_matches"]]], ignore_index=True)
-    readable = everything[everything["file_ok"] == True]  # noqa: E712
-    present_ok = present[present["file_ok"] == True].copy()  # noqa: E712
-    present_ok["duration_s"] = present_ok["file_duration_s"].astype(float)
 
-    # dialogue-level voice table
+
+def _voice_rows(present: pd.DataFrame, b: AudioBounds, audio_root: Path, measure: bool) -> list[dict]:
+    """One row per dialogue: how many voices A and B used, whether they differ, and how far apart they sound."""
     voice_rows = []
     for did, g in present.groupby("dialogue_id"):
         va = sorted(set(g.loc[g["speaker"] == "A", "voice"]))
@@ -165,8 +125,60 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
             fb = voice_features([audio_root / p for p in g.loc[g["speaker"] == "B", "path"]])
             row["voice_distance"] = voice_distance(fa, fb, b.min_voice_mfcc, b.min_voice_pitch_st)
         voice_rows.append(row)
-    voices = pd.DataFrame(voice_rows)
+    return voice_rows
 
+
+def _failures(gx_out: list[tuple[str, dict]], voice_rows: list[dict], readable: pd.DataFrame,
+              present_ok: pd.DataFrame, b: AudioBounds, gx_results: list[dict]) -> list[AudioFailure]:
+    """One AudioFailure per failed check, naming the offending clips; every result is summarised into
+    ``gx_results``."""
+    failures: list[AudioFailure] = []
+    clips_of_dialogue = {r["dialogue_id"]: r["clip_ids"] for r in voice_rows}
+    per_check: dict[str, tuple[set[str], list[str]]] = {}
+    for check, r in gx_out:
+        gx_results.append({"check": check, "success": r.get("success"),
+                           "expectation": (r.get("expectation_config") or {}).get("type"),
+                           "kwargs": (r.get("expectation_config") or {}).get("kwargs"),
+                           "observed": (r.get("result") or {}).get("observed_value"),
+                           "unexpected_count": (r.get("result") or {}).get("unexpected_count")})
+        if r.get("success"):
+            continue
+        ids: set[str] = set()
+        cfg = r.get("expectation_config") or {}
+        kind = cfg.get("type", "")
+        if check == "voices":
+            for d in _ids(r, "dialogue_id"):
+                ids.update(clips_of_dialogue.get(d, []))
+        elif kind == "expect_column_unique_value_count_to_be_between":
+            counts = readable["file_sample_rate"].value_counts()
+            major = counts.index[0] if len(counts) else None
+            ids.update(readable.loc[readable["file_sample_rate"] != major, "clip_id"].astype(str))
+        elif kind == "expect_column_mean_to_be_between":
+            # the clips that pull the mean over its bound
+            above = present_ok[present_ok["wer"].astype(float) > b.max_mean_wer]
+            ids.update(above["clip_id"].astype(str))
+        else:
+            ids.update(_ids(r, "clip_id"))
+        observed = (r.get("result") or {}).get("observed_value")
+        msg = f"{kind} {json.dumps(cfg.get('kwargs', {}), default=str)}"
+        if observed is not None:
+            msg += f" observed {observed}"
+        count = (r.get("result") or {}).get("unexpected_count")
+        if count:
+            msg += f" ({count} unexpected)"
+        prev = per_check.get(check, (set(), []))
+        per_check[check] = (prev[0] | ids, prev[1] + [msg])
+    for check, (ids, msgs) in per_check.items():
+        failures.append(AudioFailure(check, "; ".join(msgs), clip_ids=sorted(ids)))
+    failures.sort(key=lambda f: CHECKS.index(f.check) if f.check in CHECKS else 99)
+
+    return failures
+
+
+def _run_expectations(everything: pd.DataFrame, readable: pd.DataFrame, present_ok: pd.DataFrame,
+                      voices: pd.DataFrame, b: AudioBounds) -> list[tuple[str, dict]]:
+    """Every audio expectation through GX: per clip (readable, level, clipping, sample rate), per turn clip
+    (duration, WER) and per dialogue (voices). Adds the derived columns to ``present_ok`` and ``voices``."""
     try:
         gx = GXRunner("emoforge_audio")
         E = gx.expectations
@@ -225,47 +237,11 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
             voice_exps.append(("voices", E.ExpectColumnValuesToBeBetween(column="voice_distance", min_value=1.0)))
     gx_out += _gx_run(gx, voices.drop(columns=["clip_ids"]) if len(voices) else voices, voice_exps, "dialogue_id")
 
-    # gather failures per check
-    clips_of_dialogue = {r["dialogue_id"]: r["clip_ids"] for r in voice_rows}
-    per_check: dict[str, tuple[set[str], list[str]]] = {}
-    for check, r in gx_out:
-        gx_results.append({"check": check, "success": r.get("success"),
-                           "expectation": (r.get("expectation_config") or {}).get("type"),
-                           "kwargs": (r.get("expectation_config") or {}).get("kwargs"),
-                           "observed": (r.get("result") or {}).get("observed_value"),
-                           "unexpected_count": (r.get("result") or {}).get("unexpected_count")})
-        if r.get("success"):
-            continue
-        ids: set[str] = set()
-        cfg = r.get("expectation_config") or {}
-        kind = cfg.get("type", "")
-        if check == "voices":
-            for d in _ids(r, "dialogue_id"):
-                ids.update(clips_of_dialogue.get(d, []))
-        elif kind == "expect_column_unique_value_count_to_be_between":
-            counts = readable["file_sample_rate"].value_counts()
-            major = counts.index[0] if len(counts) else None
-            ids.update(readable.loc[readable["file_sample_rate"] != major, "clip_id"].astype(str))
-        elif kind == "expect_column_mean_to_be_between":
-            # the clips that pull the mean over its bound
-            above = present_ok[present_ok["wer"].astype(float) > b.max_mean_wer]
-            ids.update(above["clip_id"].astype(str))
-        else:
-            ids.update(_ids(r, "clip_id"))
-        observed = (r.get("result") or {}).get("observed_value")
-        msg = f"{kind} {json.dumps(cfg.get('kwargs', {}), default=str)}"
-        if observed is not None:
-            msg += f" observed {observed}"
-        count = (r.get("result") or {}).get("unexpected_count")
-        if count:
-            msg += f" ({count} unexpected)"
-        prev = per_check.get(check, (set(), []))
-        per_check[check] = (prev[0] | ids, prev[1] + [msg])
-    for check, (ids, msgs) in per_check.items():
-        failures.append(AudioFailure(check, "; ".join(msgs), clip_ids=sorted(ids)))
-    failures.sort(key=lambda f: CHECKS.index(f.check) if f.check in CHECKS else 99)
+    return gx_out
 
-    stats = {
+
+def _audio_stats(tr, present, mixes, readable, present_ok, voices) -> dict[str, Any]:
+    return {
         "turns": int(len(tr)),
         "turn_clips": int(len(present)),
         "mixes": int(len(mixes)),
@@ -277,4 +253,60 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
         "min_voice_distance": (float(voices["voice_distance"].min())
                                if len(voices) and voices["voice_distance"].notna().any() else None),
     }
+
+
+def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, audio_root: Path,
+                   measure: bool = True) -> AudioValidation:
+    """Check the clips of a release. ``clips``: AudioClip rows (pyarrow Table / DataFrame) of the accepted
+    dialogues; ``turns``: the accepted turns (``id, dialogue_id, speaker, text`` and ``n_words``);
+    ``audio_root``: the folder the clips' ``path`` is relative to."""
+    b = bounds if isinstance(bounds, AudioBounds) else AudioBounds.model_validate(bounds or {})
+    audio_root = Path(audio_root)
+    cl = _frame(clips)
+    tr = _frame(turns)
+    if "n_words" not in tr.columns:
+        tr["n_words"] = tr["text"].map(lambda t: len(str(t).split()))
+    if cl.empty:
+        cl = pd.DataFrame(columns=["id", "dialogue_id", "turn_id", "kind", "path", "voice", "sample_rate",
+                                   "duration_s", "wer"])
+    cl = cl.rename(columns={"id": "clip_id"})
+    failures: list[AudioFailure] = []
+    gx_results: list[dict] = []
+
+    turn_clips = cl[cl["kind"] == "turn"].copy()
+    mixes = cl[cl["kind"] == "mix"].copy()
+
+    # missing clips / mixes (a join, no GX needed to find them; GX records the count below)
+    merged = tr.merge(turn_clips, how="left", left_on="id", right_on="turn_id", suffixes=("_turn", ""))
+    missing = merged[merged["clip_id"].isna()]
+    if len(missing):
+        failures.append(AudioFailure("missing_clip", f"{len(missing)} accepted turn(s) have no clip",
+                                     clip_ids=[turn_clip_id(t) for t in missing["id"]],
+                                     turn_ids=sorted(missing["id"].astype(str))))
+    dlg_with_mix = set(mixes["dialogue_id"])
+    no_mix = sorted(set(tr["dialogue_id"]) - dlg_with_mix)
+    if no_mix:
+        failures.append(AudioFailure("missing_mix", f"{len(no_mix)} dialogue(s) have no full-dialogue mix",
+                                     clip_ids=[mix_clip_id(d) for d in no_mix]))
+
+    present = merged[merged["clip_id"].notna()].copy()
+    present["min_duration_s"] = b.min_base_s + present["n_words"] * b.min_s_per_word
+    present["max_duration_s"] = b.max_base_s + present["n_words"] * b.max_s_per_word
+    _measure_frames(present, mixes, audio_root, measure)
+    everything = pd.concat([present[["clip_id", "file_ok", "file_sample_rate", "rms_dbfs", "clipped_fraction",
+                                     "sample_rate", "sample_rate_matches"]],
+                            mixes[["clip_id", "file_ok", "file_sample_rate", "rms_dbfs", "clipped_fraction",
+                                   "sample_rate", "sample_rate_matches"]]], ignore_index=True)
+    readable = everything[everything["file_ok"] == True]  # noqa: E712
+    present_ok = present[present["file_ok"] == True].copy()  # noqa: E712
+    present_ok["duration_s"] = present_ok["file_duration_s"].astype(float)
+
+    voice_rows = _voice_rows(present, b, audio_root, measure)
+    voices = pd.DataFrame(voice_rows)
+
+    gx_out = _run_expectations(everything, readable, present_ok, voices, b)
+
+    failures += _failures(gx_out, voice_rows, readable, present_ok, b, gx_results)
+    failures.sort(key=lambda f: CHECKS.index(f.check) if f.check in CHECKS else 99)
+    stats = _audio_stats(tr, present, mixes, readable, present_ok, voices)
     return AudioValidation(success=not failures, failures=failures, stats=stats, gx_results=gx_results)

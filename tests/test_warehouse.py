@@ -11,7 +11,7 @@ import pytest
 
 from schemas.config import ConfigError, load_config
 from flows.synthetic import load_synthetic, synthetic_dialogues
-from schemas.records import Dialogue, Turn
+from schemas.records import Dialogue
 from schemas.taxonomy import load_taxonomy
 from warehouse.publish import GateFailed, PublishError, publish_release
 from warehouse.releases import ReleaseError, diff_releases, list_releases, pull_release, resolve_release
@@ -239,7 +239,10 @@ def test_a_publish_killed_midway_leaves_nothing_or_everything(home, stage, visib
 
 def test_cli_contract(home, tmp_path):
     exe = [str(Path(sys.executable).parent / "emoforge")]
-    run = lambda *a: subprocess.run([*exe, *a, "--home", str(home)], capture_output=True, text=True)
+
+    def run(*a):
+        return subprocess.run([*exe, *a, "--home", str(home)], capture_output=True, text=True)
+
     assert run("sample", "-n", "25").returncode == 0
     pub = run("publish", "--source", "synthetic")
     assert pub.returncode == 0, pub.stderr

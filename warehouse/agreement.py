@@ -119,8 +119,8 @@ def _inter_annotator(ratings: dict[object, dict[str, str]]) -> dict:
     }
 
 
-def agreement_summary(home: Path, dialogue_ids: list[str] | None = None) -> dict:
-    """JSON-ready agreement figures over the reviewed dialogues (restricted to ``dialogue_ids`` when given)."""
+def _load(home: Path, dialogue_ids: list[str] | None) -> tuple[list[dict], list[dict], list[dict]]:
+    """The latest review of each annotator, the reviewed turns and the latest judgement of each judge."""
     wh = Warehouse(home)
     con = wh.connect()
     try:
@@ -138,6 +138,13 @@ def agreement_summary(home: Path, dialogue_ids: list[str] | None = None) -> dict
             params={"ids": reviewed}).to_arrow_table().to_pylist()
     finally:
         con.close()
+    return reviews, turns, judgements
+
+
+def agreement_summary(home: Path, dialogue_ids: list[str] | None = None) -> dict:
+    """JSON-ready agreement figures over the reviewed dialogues (restricted to ``dialogue_ids`` when given)."""
+    reviews, turns, judgements = _load(home, dialogue_ids)
+    reviewed = sorted({r["dialogue_id"] for r in reviews})
 
     verdicts: dict[str, dict[str, str]] = defaultdict(dict)
     ratings: dict[str, list[int]] = defaultdict(list)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Audio, Features
 
-from schemas.config import Config, load_config
+from schemas.config import Config, PublishConfig, load_config
 from schemas.home import code_version
 from schemas.difficulty import bucket_edges, bucket_of, difficulty
 from schemas.expectations import validate_release
@@ -113,6 +113,57 @@ def publish_release(
 def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str | None, out: Path,
            run_id: str, progress: bool) -> dict[str, Any]:
     pc = cfg.publish
+    con = _connect(wh)
+    try:
+        _select(con, wh, pc)  # 1. selection
+        split_of = _splits(con, wh, pc)  # 2. splits
+        edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
+        audio = _audio_present(con, wh, pc.audio)
+        uid = uuid.uuid4().hex[:12]
+        counts = _write_splits(con, wh, tax, pc, out / "data", uid, audio)  # 4. Parquet per split
+        stats = _stats(con, tax)
+        audio_gate = _audio_gate(con, wh, cfg) if (audio or pc.audio == "require") else None
+    finally:
+        con.close()
+    _fault("before_validate")
+    gate = _gate(wh, tax, pc, out, audio_gate, run_id, version)  # 5. the gate
+    # 6. report, manifest, card
+    manifest: dict[str, Any] = {
+        "name": "emoforge",
+        "version": version,
+        "release_uid": uid,
+        "parent": parent,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "code_version": code_version(),
+        "config_fingerprint": cfg.fingerprint(),
+        "config": cfg.model_dump(mode="json"),
+        "taxonomy": {"name": tax.name, "fingerprint": tax.fingerprint, "emotions": tax.emotion_names,
+                     "mappings": {n: m.labels for n, m in tax.mappings.items()}},
+        "counts": {"splits": counts,
+                   "dialogues": sum(c["dialogues"] for c in counts.values()),
+                   "utterances": sum(c["utterances"] for c in counts.values())},
+        "difficulty": {"k": pc.difficulty.k, "b": pc.difficulty.b, "buckets": pc.difficulty.buckets, "edges": edges},
+        "stats": stats,
+        "validation": {"success": True, "checked": gate.checked,
+                       "audio": None if audio_gate is None else {"success": True, "stats": audio_gate.stats}},
+        "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
+    }
+    manifest["agreement"] = _agreement(wh)
+    manifest["report"] = _report(out, tax, wh, manifest) if pc.report else None
+    (out / "README.md").write_text(dataset_card(manifest))
+    _fault("before_manifest")
+    files = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            files[p.relative_to(out).as_posix()] = {"sha256": hash_file(p), "bytes": p.stat().st_size}
+    manifest["files"] = files
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+    fsync_tree(out)
+    return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
+            "n_utterances": manifest["counts"]["utterances"], "counts": counts}
+
+
+def _connect(wh: Warehouse):
     con = wh.connect()
     tmpdir = wh.home / ".tmp" / "duckdb"
     tmpdir.mkdir(parents=True, exist_ok=True)
@@ -120,12 +171,16 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = false")
     effective_views(con)
+    return con
+
+
+def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
+    """Temp table ``sel``: the accepted dialogues (reviews applied) of the configured sources. ``judge_score`` is
+    the score that decided each dialogue (flows.judge), stored with it; ``text_hash`` is the warehouse's
+    (schemas.text.text_hash of the normalised turn texts; reviews change labels, never text)."""
     sources = ", ".join(sql_str(s) for s in pc.sources)
-    # the score that decided each dialogue (flows.judge), stored with it; a store older than that column has none
     columns = {r[0] for r in con.execute("DESCRIBE dialogues").fetchall()}
-    judge_score = "d.judge_score" if "judge_score" in columns else "NULL::DOUBLE"
-    # 1. selection. text_hash is the warehouse's (schemas.text.text_hash of the normalised turn texts, stored with
-    # the dialogue; reviews change labels, never text); a row stored without one groups alone
+    judge_score = "d.judge_score" if "judge_score" in columns else "NULL::DOUBLE"  # a store older than the column
     con.execute(
         f"""
         CREATE TEMP TABLE sel AS
@@ -134,12 +189,14 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
         FROM effective_dialogues d
         WHERE d.status = 'accepted' AND d.source IN ({sources})
-        """
+        """  # a row stored without a text hash groups alone
     )
-    n_sel = con.execute("SELECT count(*) FROM sel").fetchall()[0][0]
-    if n_sel == 0:
+    if con.execute("SELECT count(*) FROM sel").fetchall()[0][0] == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
-    # 2. splits: keep stored assignments, assign the new ones
+
+
+def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
+    """Keep the stored assignments, assign the new ones; registers ``split_map`` (id, split); id -> split."""
     existing = con.execute("SELECT id, split, stratum, group_key FROM splits").fetchall() if "splits" in wh.tables() else []
     known = {row[0] for row in existing}
     pending = [r for r in con.execute("SELECT id, stratum, text_hash, source_split FROM sel").fetchall() if r[0] not in known]
@@ -152,7 +209,12 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     split_rows = existing + [(r["id"], r["split"], r["stratum"], r["group_key"]) for r in assigned]
     con.register("split_map", pa.Table.from_pylist(
         [{"id": r[0], "split": r[1]} for r in split_rows], schema=pa.schema([("id", pa.string()), ("split", pa.string())])))
-    # 3. difficulty per dialogue, streamed over the turns
+    return {r[0]: r[1] for r in split_rows}
+
+
+def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
+    """PRC-Emo difficulty per dialogue, streamed over the turns, and its bucket (quantile edges over the train
+    split); registers ``dif`` (id, difficulty, bucket); returns the edges."""
     dif: dict[str, float] = {}
     reader = con.sql(
         "SELECT t.dialogue_id, t.speaker, t.label FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id "
@@ -174,7 +236,6 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             lab.append(lbl)
     if cur is not None:
         dif[cur] = difficulty(spk, lab, sim, k, b)
-    split_of = {r[0]: r[1] for r in split_rows}
     train_vals = [v for d, v in dif.items() if split_of.get(d) == "train"] or list(dif.values())
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
     ids = list(dif)
@@ -183,9 +244,16 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
         "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
     }))
+    return edges
+
+
+def _write_splits(con, wh: Warehouse, tax: Taxonomy, pc: PublishConfig, data: Path, uid: str,
+                  audio: bool) -> dict[str, dict[str, int]]:
+    """Utterance- and dialogue-level Parquet per split, streamed. File names carry a per-release id: `datasets`
+    keys its cache on the directory name and the card's data_files patterns, so two releases named alike must not
+    share file names."""
     for name, mapping in tax.mappings.items():
         con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
-    audio = _audio_present(con, wh, pc.audio)
     audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
                     if audio else "")
     audio_col_u = ", c.path AS _audio" if audio else ""
@@ -193,14 +261,10 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                     "ON c.mix_dialogue_id = sel.id" if audio else "")
     audio_col_d = ", any_value(c.mix_path) AS _audio_mix" if audio else ""
     batch_rows = 256 if audio else pc.row_group_size
-    audio_root = wh.home / "audio"
-    # 4. Parquet per split, streamed. File names carry a per-release id: `datasets` keys its cache on the directory
-    # name and the card's data_files patterns, so two releases named alike must not share file names.
-    uid = uuid.uuid4().hex[:12]
-    data = out / "data"
-    counts: dict[str, dict[str, int]] = {}
+    audio_root = wh.home / "audio" if audio else None
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
+    counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         q = sql_str(split)
         n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
@@ -210,7 +274,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
                  JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
             WHERE s.split = {q}
-            ORDER BY t.dialogue_id, t.idx""", audio_root if audio else None, batch_rows)
+            ORDER BY t.dialogue_id, t.idx""", audio_root, batch_rows)
         n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
             SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
                    CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
@@ -222,64 +286,32 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                  JOIN split_map s ON s.id = sel.id{audio_join_d}
             WHERE s.split = {q}
             GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.judge_score, sel.text_hash
-            ORDER BY sel.id""", audio_root if audio else None, batch_rows)
+            ORDER BY sel.id""", audio_root, batch_rows)
         counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
-    stats = _stats(con, tax)
-    audio_gate = _audio_gate(con, wh, cfg) if (audio or pc.audio == "require") else None
-    con.close()
-    _fault("before_validate")
-    # 5. the gate
-    gate = validate_release(data, tax, pc)
+    return counts
+
+
+def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str):
+    """Run the Great Expectations gate over ``out/data``; a failure keeps its results under ``runs/<run>/`` and
+    raises :class:`GateFailed`."""
+    gate = validate_release(out / "data", tax, pc)
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
     if audio_gate is not None:
         (out / "validation" / "audio.json").write_text(audio_gate.to_json())
-    if not gate.success or (audio_gate is not None and not audio_gate.success):
-        keep = wh.runs_dir / run_id
-        keep.mkdir(parents=True, exist_ok=True)
-        result_path = keep / f"validation-{version}.json"
-        summaries = []
-        if not gate.success:
-            summaries.append(gate.summary())
-        if audio_gate is not None and not audio_gate.success:
-            summaries.append(audio_gate.summary())
-            (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
-        result_path.write_text(gate.to_json())
-        raise GateFailed("\n".join(summaries), result_path)
-    # 6. report, manifest, card
-    manifest: dict[str, Any] = {
-        "name": "emoforge",
-        "version": version,
-        "release_uid": uid,
-        "parent": parent,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "code_version": code_version(),
-        "config_fingerprint": cfg.fingerprint(),
-        "config": cfg.model_dump(mode="json"),
-        "taxonomy": {"name": tax.name, "fingerprint": tax.fingerprint, "emotions": tax.emotion_names,
-                     "mappings": {n: m.labels for n, m in tax.mappings.items()}},
-        "counts": {"splits": counts,
-                   "dialogues": sum(c["dialogues"] for c in counts.values()),
-                   "utterances": sum(c["utterances"] for c in counts.values())},
-        "difficulty": {"k": k, "b": b, "buckets": pc.difficulty.buckets, "edges": edges},
-        "stats": stats,
-        "validation": {"success": True, "checked": gate.checked,
-                       "audio": None if audio_gate is None else {"success": True, "stats": audio_gate.stats}},
-        "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
-    }
-    manifest["agreement"] = _agreement(wh)
-    manifest["report"] = _report(out, tax, wh, manifest) if pc.report else None
-    (out / "README.md").write_text(dataset_card(manifest))
-    _fault("before_manifest")
-    files = {}
-    for p in sorted(out.rglob("*")):
-        if p.is_file():
-            files[p.relative_to(out).as_posix()] = {"sha256": hash_file(p), "bytes": p.stat().st_size}
-    manifest["files"] = files
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
-    fsync_tree(out)
-    return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
-            "n_utterances": manifest["counts"]["utterances"], "counts": counts}
+    if gate.success and (audio_gate is None or audio_gate.success):
+        return gate
+    keep = wh.runs_dir / run_id
+    keep.mkdir(parents=True, exist_ok=True)
+    result_path = keep / f"validation-{version}.json"
+    summaries = []
+    if not gate.success:
+        summaries.append(gate.summary())
+    if audio_gate is not None and not audio_gate.success:
+        summaries.append(audio_gate.summary())
+        (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
+    result_path.write_text(gate.to_json())
+    raise GateFailed("\n".join(summaries), result_path)
 
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

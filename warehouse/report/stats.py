@@ -68,6 +68,52 @@ def _acceptance(data: ReleaseData) -> dict:
             "release_judge_score_by_pair": {k: quantiles(v) for k, v in sorted(scores_pair.items())}}
 
 
+def _judge_figures(data: ReleaseData) -> tuple[dict[str, dict[str, list[float]]], dict[str, Counter]]:
+    """Per LLM judge: its scores per rubric dimension; per judge (and the checks): its verdict counts."""
+    dims: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    verdicts: dict[str, Counter] = defaultdict(Counter)
+    for j in data.warehouse.get("judgements", []):
+        if j["kind"] != "llm":
+            verdicts["checks"][j["verdict"]] += 1
+            continue
+        verdicts[j["judge_id"]][j["verdict"]] += 1
+        for dim in ("coherence", "naturalness", "domain_fit", "safety", "emotion_fidelity"):
+            if j.get(dim) is not None:
+                dims[j["judge_id"]][dim].append(float(j[dim]))
+
+    return dims, verdicts
+
+
+def _audio_figures(data: ReleaseData) -> dict[str, Any]:
+    """Audio durations: from the warehouse's clip table, else from the files shipped in the release."""
+    audio: dict[str, Any] = {}
+    clips = data.warehouse.get("clip_durations") or {}
+    turn_durs = list(clips.get("turn") or [])
+    mix_durs = list(clips.get("mix") or [])
+    missing = 0
+    if not turn_durs and any(_audio_ref(u.get("audio")) for u in data.utterances):
+        for u in data.utterances:
+            ref = _audio_ref(u.get("audio"))
+            if ref:
+                dur = _audio_duration(data.release_dir / ref)
+                (turn_durs.append(dur) if dur is not None else None)
+                missing += dur is None
+    if not mix_durs:
+        for d in data.dialogues:
+            ref = _audio_ref(d.get("audio_mix"))
+            if ref:
+                dur = _audio_duration(data.release_dir / ref)
+                if dur is not None:
+                    mix_durs.append(dur)
+    if turn_durs or mix_durs:
+        audio = {"turn_seconds": quantiles(turn_durs), "mix_seconds": quantiles(mix_durs),
+                 "total_seconds": round(sum(mix_durs) or sum(turn_durs), 3),
+                 "total_hours": round((sum(mix_durs) or sum(turn_durs)) / 3600, 4), "unreadable": missing,
+                 "turn_values": turn_durs, "mix_values": mix_durs}
+
+    return audio
+
+
 def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     """Every figure of the report as plain data (also written as ``report/stats.json``)."""
     m = data.manifest
@@ -94,42 +140,8 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     buckets = Counter(int(d["bucket"]) for d in data.dialogues if d.get("bucket") is not None)
     judge_scores = [float(d["judge_score"]) for d in data.dialogues if d.get("judge_score") is not None]
 
-    dims: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    verdicts: dict[str, Counter] = defaultdict(Counter)
-    for j in data.warehouse.get("judgements", []):
-        if j["kind"] != "llm":
-            verdicts["checks"][j["verdict"]] += 1
-            continue
-        verdicts[j["judge_id"]][j["verdict"]] += 1
-        for dim in ("coherence", "naturalness", "domain_fit", "safety", "emotion_fidelity"):
-            if j.get(dim) is not None:
-                dims[j["judge_id"]][dim].append(float(j[dim]))
-
-    # audio: clip table durations, else the files shipped in the release
-    audio: dict[str, Any] = {}
-    clips = data.warehouse.get("clip_durations") or {}
-    turn_durs = list(clips.get("turn") or [])
-    mix_durs = list(clips.get("mix") or [])
-    missing = 0
-    if not turn_durs and any(_audio_ref(u.get("audio")) for u in data.utterances):
-        for u in data.utterances:
-            ref = _audio_ref(u.get("audio"))
-            if ref:
-                dur = _audio_duration(data.release_dir / ref)
-                (turn_durs.append(dur) if dur is not None else None)
-                missing += dur is None
-    if not mix_durs:
-        for d in data.dialogues:
-            ref = _audio_ref(d.get("audio_mix"))
-            if ref:
-                dur = _audio_duration(data.release_dir / ref)
-                if dur is not None:
-                    mix_durs.append(dur)
-    if turn_durs or mix_durs:
-        audio = {"turn_seconds": quantiles(turn_durs), "mix_seconds": quantiles(mix_durs),
-                 "total_seconds": round(sum(mix_durs) or sum(turn_durs), 3),
-                 "total_hours": round((sum(mix_durs) or sum(turn_durs)) / 3600, 4), "unreadable": missing,
-                 "turn_values": turn_durs, "mix_values": mix_durs}
+    dims, verdicts = _judge_figures(data)
+    audio = _audio_figures(data)
 
     erc7: Counter = Counter()
     if data.utterances and "label_erc7" in data.utterances[0]:
