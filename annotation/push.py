@@ -29,7 +29,7 @@ from schemas.config.review import ReviewConfig
 from warehouse.effective import LATEST_JUDGEMENTS_SQL
 from warehouse.store import Warehouse
 
-DEFAULT_PROJECT = ReviewConfig.model_fields["project"].default  # one default: the review: section
+DEFAULT_PROJECT = ReviewConfig().project  # one default: the review: section
 RUBRIC = ("coherence", "naturalness", "domain_fit", "safety")
 REASONS = ("uncertain", "disagreement", "audit-accepted", "audit-rejected")
 
@@ -38,15 +38,20 @@ class PushError(RuntimeError):
     pass
 
 
+_DEFAULTS = ReviewConfig()  # one set of defaults: the review: section
+
+
 @dataclass
 class ReviewPolicy:
-    uncertain: bool = True
-    disagreement: bool = True
-    score_spread: int = 2
-    audit_accepted: float = 0.05
-    audit_rejected: float = 0.05
-    seed: int = 0
-    limit: int | None = None
+    """Which dialogues go to human review (``review:`` section of the run config; see :func:`select_for_review`)."""
+
+    uncertain: bool = _DEFAULTS.uncertain
+    disagreement: bool = _DEFAULTS.disagreement
+    score_spread: int = _DEFAULTS.score_spread
+    audit_accepted: float = _DEFAULTS.audit_accepted
+    audit_rejected: float = _DEFAULTS.audit_rejected
+    seed: int = _DEFAULTS.seed
+    limit: int | None = _DEFAULTS.limit
     sources: list[str] | None = None
 
     def __post_init__(self) -> None:
