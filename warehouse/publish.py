@@ -30,7 +30,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Audio, Features
 
 from schemas.config import Config, PublishConfig, load_config
 from schemas.home import code_version
@@ -343,6 +342,9 @@ def _out_schema(schema: pa.Schema) -> pa.Schema:
         return schema
     fields = [pa.field(f.name[1:], AUDIO_TYPE) if f.name in audio else f for f in schema]
     out = pa.schema(fields)
+    # datasets costs ~25 MB and a second at import; only a release with audio needs its Audio feature metadata
+    from datasets import Audio, Features  # noqa: PLC0415 - heavy, needed only for audio (see above)
+
     feats = Features.from_arrow_schema(out)
     for name in audio:
         feats[name[1:]] = Audio()

@@ -6,16 +6,17 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg", force=True)
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
-
-from warehouse.importers.labels import ERC7  # noqa: E402
-from warehouse.report.stats import flatten_numbers  # noqa: E402
+from warehouse.importers.labels import ERC7
+from warehouse.report.stats import flatten_numbers
 
 
 def _plt():
+    # matplotlib costs ~25 MB at import: loaded when a report is drawn, not by every publish that imports this
+    import matplotlib  # noqa: PLC0415 - heavy, needed only to draw (see above)
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - same
+
     plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "figure.dpi": 100, "savefig.dpi": 100,
                          "axes.spines.top": False, "axes.spines.right": False})
     return plt
