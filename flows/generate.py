@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from flows.build_config import GenerationConfig, JudgingConfig
-from flows.checks import CLEANING_VERSION, clean_turn, count_words, turn_problem
+from flows.checks import CLEANING_VERSION, clean_turn, turn_problem
+from flows.executor import RunControl, ShardProgress
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
-from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_max_tokens, turn_messages
-from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id, text_hash
+from flows.llm.client import LLMCallError
+from flows.prompts import TURN_TEMPLATE_VERSION, JudgeParseError, speaker_of, turn_max_tokens, turn_messages
+from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
+from schemas.text import count_words, text_hash
 from schemas.taxonomy import Taxonomy
 from warehouse.store import Warehouse
 
@@ -74,8 +77,6 @@ def _result_text(res: Any) -> str:
 
 async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: GenerationConfig,
                             progress: Any = None) -> GenOutcome:
-    from flows.llm.client import LLMCallError
-
     out = GenOutcome(scenario)
     cap = scenario.word_cap
     for idx in range(scenario.n_turns):
@@ -92,8 +93,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                     template_version=f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}", max_tokens=turn_max_tokens(cap),
                 )
             except LLMCallError as exc:
-                if exc.kind == "early_stop":
-                    raise BuildAborted(f"stopped early: {exc}") from None
+                # an ``early_stop`` of the client (its endpoints keep failing) fails the call like any other error:
+                # the dialogue fails, and the run's one early stop (the share of failed dialogues) decides
                 if exc.kind == "length" and exc.text:
                     # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
                     # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less
@@ -150,11 +151,13 @@ def turn_records(did: str, scenario: Scenario, texts: Sequence[str]) -> list[Tur
 
 
 def dialogue_record(scenario: Scenario, run_id: str, status: str, *, texts: Sequence[str] = (),
-                    reason: str | None = None, decided_by: str | None = None) -> Dialogue:
+                    reason: str | None = None, decided_by: str | None = None,
+                    judge_score: float | None = None) -> Dialogue:
     return Dialogue(
         id=dialogue_id(scenario), scenario_id=scenario.id, run_id=run_id, source="generated", domain=scenario.domain,
         model_a=scenario.model_a, model_b=scenario.model_b, n_turns=scenario.n_turns, status=status,
         status_reason=reason, decided_by=decided_by, text_hash=text_hash(list(texts)) if texts else "",
+        judge_score=judge_score,
         taxonomy=scenario.taxonomy,
     )
 
@@ -218,8 +221,8 @@ class ShardContext:
     models: list[str]
     stored: dict[str, Stored] = field(default_factory=dict)  # scenario id -> stored generated dialogue
     stored_judgements: dict[str, Judgement] = field(default_factory=dict)  # judgement id -> record
-    progress: Any = None
-    cancel: Any = None  # threading.Event: set by the build when it is interrupted
+    progress: ShardProgress | None = None
+    control: RunControl | None = None  # the run's cancel file (flows.executor)
     advisory_judges: bool = False  # the checks decide, the judges' scores are only recorded
 
 
@@ -253,9 +256,6 @@ class ShardSummary:
 async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts: list[str],
                          finish_reasons: Sequence[str | None] | None, summary: ShardSummary,
                          sink: RecordSink) -> Decision:
-    from flows.llm.client import LLMCallError
-    from flows.prompts import JudgeParseError
-
     did = dialogue_id(scenario)
     th = text_hash(texts)
     chk = checks_judgement(did, scenario, texts, th, finish_reasons, ctx.jud, ctx.gen.language)
@@ -273,13 +273,7 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
             t0 = time.monotonic()
             try:
                 j, _res = await llm_judgement(pool, jm, did, scenario, ctx.tax, texts, th, ctx.jud)
-            except LLMCallError as exc:
-                if exc.kind == "early_stop":
-                    raise BuildAborted(f"stopped early: {exc}") from None
-                errors.append(f"{jm}: {str(exc)[:200]}")
-                summary.judge_errors += 1
-                continue
-            except (JudgeParseError, ValueError) as exc:
+            except (LLMCallError, JudgeParseError, ValueError) as exc:
                 errors.append(f"{jm}: {str(exc)[:200]}")
                 summary.judge_errors += 1
                 continue
@@ -322,13 +316,14 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
     summary.statuses[did] = decision.status
     summary.reasons[did] = decision.reason
     sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, decision.status, texts=texts,
-                                           reason=decision.reason, decided_by=decision.decided_by)])
+                                           reason=decision.reason, decided_by=decision.decided_by,
+                                           judge_score=decision.score)])
     if ctx.progress is not None:
         ctx.progress.dialogue_done(scenario, decision.status)
     await sink.maybe_flush()
 
 
-def _check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
+def check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
     done = len(summary.statuses)
     failed = sum(1 for s in summary.statuses.values() if s == "failed")
     if done >= gen.error_min_dialogues and failed / done > gen.max_error_rate:
@@ -340,22 +335,24 @@ def _check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
 
 async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext) -> ShardSummary:
     """Generate (or reuse) and judge every scenario of the shard concurrently; returns the shard's summary.
-    Raises :class:`BuildAborted` when the error rate passes ``max_error_rate``; what finished is flushed."""
+    Raises :class:`BuildAborted` when the error rate passes ``max_error_rate`` (and cancels the run, so the other
+    shards stop too); raises :class:`BuildInterrupted` when the run is cancelled. What finished is flushed."""
     summary = ShardSummary()
     sink = RecordSink(ctx.home, ctx.gen.flush_every_s)
     t0 = time.monotonic()
 
     async def guarded(s: Scenario) -> None:
         await _one(pool, ctx, s, summary, sink)
-        _check_error_rate(summary, ctx.gen)
+        check_error_rate(summary, ctx.gen)
 
     tasks = [asyncio.create_task(guarded(s)) for s in scenarios]
 
     async def watch_cancel() -> None:
         while True:
             await asyncio.sleep(0.25)
-            if ctx.cancel is not None and ctx.cancel.is_set():
-                raise BuildInterrupted("the build was interrupted; what finished is on disk, rerun to resume")
+            reason = ctx.control.cancelled() if ctx.control is not None else None
+            if reason is not None:
+                raise BuildInterrupted(f"the build was cancelled ({reason}); what finished is on disk, rerun to resume")
 
     watcher = asyncio.create_task(watch_cancel())
     try:
@@ -370,11 +367,15 @@ async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext)
         await asyncio.gather(*tasks, return_exceptions=True)
         if isinstance(exc, BuildAborted):
             summary.aborted = str(exc)
+            if ctx.control is not None:
+                ctx.control.cancel(str(exc))  # the other shards, wherever they run, stop now
         raise
     finally:
         watcher.cancel()
         await sink.flush()
         summary.wall_s = time.monotonic() - t0
+        if ctx.progress is not None:
+            ctx.progress.flush(force=True)
         try:
             summary.pool_stats = pool.stats()
         except Exception:  # noqa: BLE001 - stats are best effort
@@ -383,6 +384,6 @@ async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext)
 
 
 __all__ = [
-    "BuildAborted", "CLEANING_VERSION", "GenOutcome", "RecordSink", "ShardContext", "ShardSummary", "Stored",
-    "dialogue_id", "dialogue_record", "generate_dialogue", "judge_dialogue", "run_shard", "turn_records", "turn_seed",
+    "BuildAborted", "BuildInterrupted", "CLEANING_VERSION", "GenOutcome", "RecordSink", "ShardContext", "ShardSummary", "Stored",
+    "check_error_rate", "dialogue_id", "dialogue_record", "generate_dialogue", "judge_dialogue", "run_shard", "turn_records", "turn_seed",
 ]

@@ -26,7 +26,7 @@ from flows.speech.render import Renderer, clip_key
 from flows.speech.synthesis import ClipJob, ClipResult, run_jobs
 from flows.speech.voices import POOLS, Voice, check_pool
 from schemas.records import AudioClip, content_id
-from schemas.taxonomy import load_taxonomy
+from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.effective import effective_views
 from warehouse.store import Warehouse
 
@@ -77,8 +77,9 @@ def _progress(console):
 
 def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, progress: bool = True,
                     config: SpeechConfig | dict | str | Path | None = None, asr: bool | None = None,
-                    dialogue_ids: list[str] | None = None) -> dict[str, Any]:
-    """Voice every accepted dialogue of ``home`` lacking clips; returns counts.
+                    dialogue_ids: list[str] | None = None, tax: Taxonomy | None = None) -> dict[str, Any]:
+    """Voice every accepted dialogue of ``home`` lacking clips; returns counts. ``tax``: a taxonomy the caller
+    already loaded (a build), used for the dialogues of that taxonomy instead of loading it again.
 
     ``engine``/``workers``/``asr`` override the config (``engine="default"`` keeps the config's engine).
     """
@@ -131,8 +132,8 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     # -- prosody (per taxonomy) and casting
     tables = {}
     for tname in taxonomies:
-        tax = load_taxonomy(tname)
-        tables[tname] = (tax, prosody_table(tax, cfg.prosody, cfg.intensity))
+        t = tax if tax is not None and tax.name == tname else load_taxonomy(tname)
+        tables[tname] = (t, prosody_table(t, cfg.prosody, cfg.intensity))
     tax_of = {r["dialogue_id"]: r["taxonomy"] or "deepdialogue" for r in acc}
     pool = voice_pool(cfg)
     by_voice = {v.id: v for v in pool}
