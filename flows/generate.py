@@ -6,7 +6,7 @@ many reach each server; no step waits for the slowest dialogue. When a dialogue'
 coroutine checks and judges it right away, so judging overlaps generation from the first finished dialogue on.
 
 A turn: the speaker's model gets the domain, the conversation so far, the target emotion and the word cap
-(:func:`flows.prompts.turn_messages`); the reply is cleaned (:func:`flows.checks.clean_turn`) and checked
+(:data:`flows.prompts.TURN_STAGE`); the reply is cleaned (:func:`flows.checks.clean_turn`) and checked
 (:func:`flows.checks.turn_problem`); a bad reply is retried with guidance naming the problem, up to
 ``max_attempts_per_turn``. A dialogue that still fails ends ``failed`` with the reason; the others go on.
 Each call carries a per-(scenario, turn, attempt) sampling seed: reproducible, and two dialogues with the same
@@ -29,7 +29,8 @@ from flows.checks import CLEANING_VERSION, clean_turn, turn_problem
 from flows.executor import RunControl, ShardProgress
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
 from flows.llm.client import LLMCallError
-from flows.prompts import TURN_TEMPLATE_VERSION, JudgeParseError, speaker_of, turn_max_tokens, turn_messages
+from flows.llm.stage import call_stage
+from flows.prompts import TURN_STAGE, JudgeParseError, TurnRow, speaker_of, turn_max_tokens
 from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
 from schemas.text import count_words, text_hash
 from schemas.taxonomy import Taxonomy
@@ -71,10 +72,6 @@ class GenOutcome:
         return self.failed_reason is None and len(self.texts) == self.scenario.n_turns
 
 
-def _result_text(res: Any) -> str:
-    return getattr(res, "text", None) or ""
-
-
 async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: GenerationConfig,
                             progress: Any = None) -> GenOutcome:
     out = GenOutcome(scenario)
@@ -85,13 +82,11 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
         last = "no attempt"
         attempt = 0
         while attempt < gen.max_attempts_per_turn:
-            messages = turn_messages(scenario, tax, out.texts, retries)
+            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries))
             out.calls += 1
             try:
-                res = await pool.chat(
-                    model, messages, sampling={"seed": turn_seed(scenario.id, idx, attempt)},
-                    template_version=f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}", max_tokens=turn_max_tokens(cap),
-                )
+                text, res = await call_stage(pool, TURN_STAGE, model, row, max_tokens=turn_max_tokens(cap),
+                                             sampling={"seed": turn_seed(scenario.id, idx, attempt)})
             except LLMCallError as exc:
                 # an ``early_stop`` of the client (its endpoints keep failing) fails the call like any other error:
                 # the dialogue fails, and the run's one early stop (the share of failed dialogues) decides
@@ -119,9 +114,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                     out.failed_reason = f"turn {idx} ({model}): {last}"
                     return out
                 continue  # same attempt again: the client already retried with backoff; cached calls are free
-            raw = _result_text(res)
-            finish = getattr(res, "finish_reason", None)
-            text = clean_turn(raw, cap)
+            raw = res.text or ""
+            finish = res.finish_reason
             problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language)
             attempt += 1
             if problem is None:

@@ -169,10 +169,10 @@ def register(app: typer.Typer) -> None:
         from annotation.server import LabelStudioError
 
         if watch is not None:
-            from flows.review_flow import review_poll_flow_fn
+            from flows.review_flow import review_poll_flow
 
             try:
-                reports = review_poll_flow_fn()(str(path), watch, interval, url, project)
+                reports = review_poll_flow(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:
                 fail(str(exc))
             last = reports[-1] if reports else {}

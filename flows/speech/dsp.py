@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+from scipy.fft import dct
+from scipy.signal import resample_poly
 
 EPS = 1e-10
 
@@ -18,8 +20,6 @@ EPS = 1e-10
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     if sr_from == sr_to or x.size == 0:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
     frac = Fraction(sr_to, sr_from).limit_denominator(1000)
     return resample_poly(x, frac.numerator, frac.denominator).astype(np.float32)
 
@@ -28,8 +28,6 @@ def stretch_ratio(x: np.ndarray, ratio: float) -> np.ndarray:
     """Resample to ``len(x) / ratio`` samples: played at the same rate, pitch and formants rise by ``ratio``."""
     if abs(ratio - 1.0) < 1e-4 or x.size == 0:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
     frac = Fraction(1.0 / ratio).limit_denominator(200)
     return resample_poly(x, frac.numerator, frac.denominator).astype(np.float32)
 
@@ -128,8 +126,6 @@ def f0_track(x: np.ndarray, sr: int, fmin: float = 60.0, fmax: float = 450.0, fr
 def mfcc_mean(x: np.ndarray, sr: int, n_mfcc: int = 13, n_mels: int = 40, fmax: float = 8000.0) -> np.ndarray:
     """Mean MFCCs (c1..c13) over the loud frames: a timbre sketch of a voice. Over a few sentences, one voice
     stays within ~3 units of itself while the built-in voices that may be cast together are ≥ 8 apart."""
-    from scipy.fft import dct
-
     n, hop = 1024, 256
     if x.size < n:
         return np.zeros(n_mfcc)

@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from flows.speech import mixing, store
+from flows.speech.asr import ASRError, transcribe, wer, whisper_model_dir
 from flows.speech.casting import cast_dialogues
 from flows.speech.config import SpeechConfig, load_speech_config
 from flows.speech.engines import EngineError
@@ -60,16 +64,11 @@ def voice_pool(cfg: SpeechConfig) -> list[Voice]:
         raise SpeechError(f"engine {cfg.engine!r}: {exc}") from None
 
 
-def _console(progress: bool):
-    from rich.console import Console
-
+def _console(progress: bool) -> Console:
     return Console(stderr=True, quiet=not progress)
 
 
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
+def _progress(console: Console) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=console, disable=console.quiet)
@@ -118,7 +117,7 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     con = wh.connect()
     try:
         effective_views(con)
-        con.register("_want", __import__("pyarrow").table({"dialogue_id": ids}))
+        con.register("_want", pa.table({"dialogue_id": ids}))
         turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
             .to_arrow_table().to_pylist()
         old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
@@ -296,8 +295,6 @@ def _asr_init(model_dir: str, compute_type: str, beam: int, language: str, threa
 
 
 def _asr_job(item: tuple[str, str, str]) -> tuple[str, float, str]:
-    from flows.speech.asr import transcribe, wer
-
     cid, path, text = item
     model_dir, compute_type, beam, language, threads = _ASR_CFG
     hyp = transcribe(Path(path), model_dir, compute_type, beam, language, threads)
@@ -312,8 +309,6 @@ def selected_for_asr(clip_id: str, fraction: float) -> bool:
 
 def run_asr(home: Path, cfg: SpeechConfig, dialogue_ids: list[str] | None = None, progress: bool = True) -> int:
     """Transcribe turn clips without a WER (a ``fraction`` of them) and record ``wer``; returns how many."""
-    from flows.speech.asr import ASRError, whisper_model_dir
-
     wh = Warehouse(home)
     rows = wh.query("SELECT c.*, t.text FROM clips c JOIN turns t ON t.id = c.turn_id "
                     "WHERE c.kind = 'turn' AND c.wer IS NULL ORDER BY c.id").to_pylist()

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 from flows.speech import store
 from flows.speech.config import SpeechConfig
 from flows.speech.prosody import Prosody
+from flows.speech.render import Renderer
 from flows.speech.voices import Voice
 
 
@@ -51,8 +52,6 @@ _ROOT: Path | None = None
 
 def _init_worker(cfg_json: str, root: str, threads: int) -> None:
     global _RENDERER, _ROOT
-    from flows.speech.render import Renderer
-
     _RENDERER = Renderer(SpeechConfig.model_validate_json(cfg_json), threads=threads)
     _ROOT = Path(root)
 
