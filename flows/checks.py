@@ -315,9 +315,7 @@ GATES: list[Gate] = [
     Gate("truncated_turn", _truncated, "Your reply stopped mid-sentence. Write one complete, short sentence."),
     Gate("wrong_language", _dialogue_language, scope="dialogue"),
 ]
-# gates decided elsewhere, named here so every gate name is listed in one place
-NEAR_DUPLICATE = "near_duplicate"  # across dialogues of a run: flows.dedup
-GATE_NAMES: tuple[str, ...] = tuple(dict.fromkeys([g.name for g in GATES] + [NEAR_DUPLICATE]))
+NEAR_DUPLICATE = "near_duplicate"  # the gate across dialogues of a run, decided after the shards (flows.dedup)
 _GUIDANCE = {g.name: g.guidance for g in GATES if g.scope == "turn"}
 
 

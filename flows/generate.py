@@ -38,9 +38,6 @@ from warehouse.store import Warehouse
 
 log = logging.getLogger("emoforge.generate")
 
-FINAL = ("accepted", "rejected", "uncertain", "failed")
-
-
 class BuildAborted(RuntimeError):
     """The run stopped early (error rate above the threshold); what finished is on disk, a rerun resumes."""
 

@@ -24,9 +24,6 @@ from schemas.taxonomy import Taxonomy
 TURN_TEMPLATE_VERSION = "turn-v1"
 JUDGE_TEMPLATE_VERSION = "judge-v2"  # v2: the answer schema comes from the pydantic model judge_answer_model
 
-SPEAKER_NAMES = {"A": "A", "B": "B"}
-
-
 def speaker_of(idx: int) -> str:
     return "A" if idx % 2 == 0 else "B"
 

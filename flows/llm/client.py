@@ -74,10 +74,6 @@ class LLMCallError(Exception):
         self.text = text  # the (truncated / invalid) output when there was one
         self.cached = cached
 
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE
-
     def __reduce__(self):  # picklable across process boundaries (Dask / process pools)
         msg = str(self)
         prefix = f"[{self.kind}] {self.model + ': ' if self.model else ''}"
@@ -539,9 +535,6 @@ class LLMPool:
                 d["waiting"] = r.waiting
             out[name] = d
         return out
-
-    def endpoint_limits(self, model: str) -> list[float]:
-        return [ep.limit for ep in self._routers[model].endpoints]
 
 
 def _short(exc: BaseException) -> str:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -365,7 +364,3 @@ def run_asr(home: Path, cfg: SpeechConfig, dialogue_ids: list[str] | None = None
                 wh.upsert(out)
     return done
 
-
-def clip_arrays(home: Path, clip_rows: list[dict]) -> list[np.ndarray]:
-    root = store.audio_root(home)
-    return [store.read(root / r["path"])[0] for r in clip_rows]

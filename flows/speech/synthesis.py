@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -103,6 +103,3 @@ def run_jobs(jobs: list[ClipJob], cfg: SpeechConfig, root: Path, workers: int,
                 fut.cancel()
             raise
 
-
-def job_dict(job: ClipJob) -> dict:
-    return asdict(job)
