@@ -444,23 +444,10 @@ class LLMPool:
             except Exception as exc:
                 kind, status, retry_after = _classify(exc)
                 latency = time.monotonic() - started
-                ep.failures += 1
-                ep.consecutive_failures += 1
-                if kind in ("rate_limit", "timeout"):
-                    ep.cut(started)
-                if retry_after:
-                    router.cool_down(ep, min(retry_after, pol.max_retry_after_s))
-                elif len(router.endpoints) > 1 and ep.cooldown_until <= time.monotonic() and (
-                        kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3)):
-                    # a replica that is down (or keeps failing) is left alone for a while, doubling up to 30 s,
-                    # so the other replicas take the traffic (with one replica, the retry backoff does the waiting)
-                    ep.cooldowns += 1
-                    router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
-                router.release(ep)
+                _after_failure(router, ep, kind, retry_after, started, pol.max_retry_after_s)
                 st.attempt_errors[kind] += 1
-                msg = _short(exc)
-                last = LLMCallError(kind, f"{msg} (attempt {attempt}/{pol.max_attempts}, {ep.url}, {latency:.2f}s)",
-                                    model=model, attempts=attempt, status=status)
+                last = LLMCallError(kind, f"{_short(exc)} (attempt {attempt}/{pol.max_attempts}, {ep.url}, "
+                                    f"{latency:.2f}s)", model=model, attempts=attempt, status=status)
                 if kind not in RETRYABLE:
                     break
                 if attempt < pol.max_attempts:
@@ -535,6 +522,25 @@ class LLMPool:
                 d["waiting"] = r.waiting
             out[name] = d
         return out
+
+
+def _after_failure(router: Router, ep: Endpoint, kind: str, retry_after: float | None, started: float,
+                   max_retry_after_s: float) -> None:
+    """The replica's side of a failed attempt: AIMD cut on overload, a cool-down (Retry-After, or a replica that is
+    down or keeps failing), and the slot released."""
+    ep.failures += 1
+    ep.consecutive_failures += 1
+    if kind in ("rate_limit", "timeout"):
+        ep.cut(started)
+    if retry_after:
+        router.cool_down(ep, min(retry_after, max_retry_after_s))
+    elif len(router.endpoints) > 1 and ep.cooldown_until <= time.monotonic() and (
+            kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3)):
+        # a replica that is down (or keeps failing) is left alone for a while, doubling up to 30 s,
+        # so the other replicas take the traffic (with one replica, the retry backoff does the waiting)
+        ep.cooldowns += 1
+        router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
+    router.release(ep)
 
 
 def _short(exc: BaseException) -> str:

@@ -99,33 +99,12 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     console = _console(progress)
 
     # -- what to voice
-    con = wh.connect()
-    try:
-        effective_views(con)
-        acc = con.sql(ACCEPTED_SQL).to_arrow_table().to_pylist()
-    finally:
-        con.close()
-    if dialogue_ids is not None:
-        wanted = set(dialogue_ids)
-        acc = [r for r in acc if r["dialogue_id"] in wanted]
+    acc, turns, old_clips, old_casts = _read_accepted(wh, dialogue_ids)
     if not acc:
         counts["seconds"] = round(time.perf_counter() - t_start, 2)
         return counts
     ids = [r["dialogue_id"] for r in acc]
     taxonomies = {r["taxonomy"] or "deepdialogue" for r in acc}
-    con = wh.connect()
-    try:
-        effective_views(con)
-        con.register("_want", pa.table({"dialogue_id": ids}))
-        turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
-            .to_arrow_table().to_pylist()
-        old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
-        old_casts = {}
-        if "casts" in wh.tables():
-            old_casts = {r["dialogue_id"]: (r["voice_a"], r["voice_b"])
-                         for r in con.sql("SELECT * FROM casts").to_arrow_table().to_pylist()}
-    finally:
-        con.close()
 
     # -- prosody (per taxonomy) and casting
     tables = {}
@@ -141,29 +120,7 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
         wh.upsert(new_casts)
 
     # -- plan + engine checks before any work
-    renderer = Renderer(cfg)
-    try:
-        versions = {v.id: renderer.version(v) for v in pool}
-        emotions_by_voice: dict[str, set[str]] = {}
-        jobs: list[ClipJob] = []
-        for t in turns:
-            tax, ptable = tables[tax_of[t["dialogue_id"]]]
-            emo = t["label"] or t["intended_emotion"]
-            if emo not in ptable:
-                raise SpeechError(f"turn {t['id']}: emotion {emo!r} is not in taxonomy {tax.name!r}")
-            cast = casts[t["dialogue_id"]]
-            voice = by_voice[cast.voice_a if t["speaker"] == "A" else cast.voice_b]
-            emotions_by_voice.setdefault(voice.id, set()).add(emo)
-            key = clip_key(t["text"], voice, emo, ptable[emo], versions[voice.id], cfg)
-            jobs.append(ClipJob(key=key, relpath=store.clip_relpath(key), text=t["text"], voice=voice.model_dump(),
-                                emotion=emo, prosody=ptable[emo].model_dump(), dialogue_id=t["dialogue_id"],
-                                turn_id=t["id"], idx=int(t["idx"]), speaker=t["speaker"]))
-        for vid, emos in emotions_by_voice.items():
-            renderer.engine(by_voice[vid].engine).check_voice(by_voice[vid], sorted(emos))
-    except EngineError as exc:
-        raise SpeechError(str(exc)) from None
-    finally:
-        renderer.close()
+    jobs, versions = _plan_jobs(cfg, pool, by_voice, turns, tables, tax_of, casts)
 
     counts["dialogues"] = len(ids)
     counts["turn_clips"] = len(jobs)
@@ -242,6 +199,60 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
         counts["asr"] = run_asr(home, cfg, dialogue_ids=ids, progress=progress)
     counts["seconds"] = round(time.perf_counter() - t_start, 2)
     return counts
+
+
+def _read_accepted(wh: Warehouse, dialogue_ids: list[str] | None) -> tuple[list[dict], list[dict], dict, dict]:
+    """The accepted dialogues to voice (all, or ``dialogue_ids``), their turns, the clips and casts on record."""
+    con = wh.connect()
+    try:
+        effective_views(con)
+        acc = con.sql(ACCEPTED_SQL).to_arrow_table().to_pylist()
+        if dialogue_ids is not None:
+            wanted = set(dialogue_ids)
+            acc = [r for r in acc if r["dialogue_id"] in wanted]
+        if not acc:
+            return [], [], {}, {}
+        con.register("_want", pa.table({"dialogue_id": [r["dialogue_id"] for r in acc]}))
+        turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
+            .to_arrow_table().to_pylist()
+        old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
+        old_casts = {}
+        if "casts" in wh.tables():
+            old_casts = {r["dialogue_id"]: (r["voice_a"], r["voice_b"])
+                         for r in con.sql("SELECT * FROM casts").to_arrow_table().to_pylist()}
+    finally:
+        con.close()
+    return acc, turns, old_clips, old_casts
+
+
+def _plan_jobs(cfg: SpeechConfig, pool: list[Voice], by_voice: dict[str, Voice], turns: list[dict], tables: dict,
+               tax_of: dict[str, str], casts: dict) -> tuple[list[ClipJob], dict[str, str]]:
+    """One clip job per turn (content-addressed key), and every engine checked for its voices and emotions before
+    any work. Returns (jobs, engine version by voice id)."""
+    renderer = Renderer(cfg)
+    try:
+        versions = {v.id: renderer.version(v) for v in pool}
+        emotions_by_voice: dict[str, set[str]] = {}
+        jobs: list[ClipJob] = []
+        for t in turns:
+            tax, ptable = tables[tax_of[t["dialogue_id"]]]
+            emo = t["label"] or t["intended_emotion"]
+            if emo not in ptable:
+                raise SpeechError(f"turn {t['id']}: emotion {emo!r} is not in taxonomy {tax.name!r}")
+            cast = casts[t["dialogue_id"]]
+            voice = by_voice[cast.voice_a if t["speaker"] == "A" else cast.voice_b]
+            emotions_by_voice.setdefault(voice.id, set()).add(emo)
+            key = clip_key(t["text"], voice, emo, ptable[emo], versions[voice.id], cfg)
+            jobs.append(ClipJob(key=key, relpath=store.clip_relpath(key), text=t["text"], voice=voice.model_dump(),
+                                emotion=emo, prosody=ptable[emo].model_dump(), dialogue_id=t["dialogue_id"],
+                                turn_id=t["id"], idx=int(t["idx"]), speaker=t["speaker"]))
+        for vid, emos in emotions_by_voice.items():
+            renderer.engine(by_voice[vid].engine).check_voice(by_voice[vid], sorted(emos))
+    except EngineError as exc:
+        raise SpeechError(str(exc)) from None
+    finally:
+        renderer.close()
+    return jobs, versions
 
 
 def _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of, casts, console) -> tuple[int, int]:
