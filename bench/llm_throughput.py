@@ -3,7 +3,8 @@
 1. calls/s through ``LLMPool`` (AIMD limiter, retries machinery, SQLite call cache on) ÷ calls/s of a bare
    ``AsyncOpenAI`` loop (same concurrency, no cache) against the same stub server running in its own process.
    The bare loop is run with the default httpx transport and with the aiohttp transport; the ratio is taken
-   against the faster of the two.
+   against the faster of the two. Rounds interleaved (order rotated), the three clients warm throughout; the
+   median of the per-round ratios is reported with its interquartile range.
 2. embedded llama.cpp (SmolLM2-135M): generated tokens/s through ``LLMPool`` with parallel requests (the server's
    parallel slots batch them) ÷ single-stream tokens/s of the same server.
 3. ``overlap_ratio``: generation+judging wall time ÷ the longer of the two alone — measured by the generation
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,68 +37,84 @@ from schemas.home import offline_env  # noqa: E402
 OVERLAP_BENCH = "bench/build_overlap.py"
 
 
-def _messages(i: int) -> list[dict]:
+def _messages(i: int, tag: str = "") -> list[dict]:
     return [{"role": "system", "content": "Domain: travel. You are speaker A."},
-            {"role": "user", "content": f"Turn {i}. Reply in one line. Emotion: curious"}]
+            {"role": "user", "content": f"Turn {i}{tag}. Reply in one line. Emotion: curious"}]
 
 
-async def _bare_loop(url: str, n: int, concurrency: int, transport: str) -> float:
-    from openai import AsyncOpenAI, DefaultAioHttpClient
+class _Bare:
+    """A bare ``AsyncOpenAI`` loop (no cache, no limiter beyond a semaphore) over one transport."""
 
-    http = DefaultAioHttpClient() if transport == "aiohttp" else None
-    kw = {"http_client": http} if http is not None else {}
-    client = AsyncOpenAI(base_url=url, api_key="no-key", max_retries=0, **kw)
-    sem = asyncio.Semaphore(concurrency)
+    def __init__(self, url: str, concurrency: int, transport: str):
+        from openai import AsyncOpenAI, DefaultAioHttpClient
 
-    async def one(i: int) -> None:
-        async with sem:
-            await client.chat.completions.create(model="stub", messages=_messages(i), max_tokens=64)
+        kw = {"http_client": DefaultAioHttpClient()} if transport == "aiohttp" else {}
+        self.client = AsyncOpenAI(base_url=url, api_key="no-key", max_retries=0, **kw)
+        self.sem = asyncio.Semaphore(concurrency)
 
-    await asyncio.gather(*[one(-1 - i) for i in range(min(100, n))])  # warm-up (connections)
+    async def one(self, i: int, tag: str) -> None:
+        async with self.sem:
+            await self.client.chat.completions.create(model="stub", messages=_messages(i, tag), max_tokens=64)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def _rate(call, n: int, tag: str) -> float:
     t = time.perf_counter()
-    await asyncio.gather(*[one(i) for i in range(n)])
-    dt = time.perf_counter() - t
-    await client.close()
-    return n / dt
+    await asyncio.gather(*[call(i, tag) for i in range(n)])
+    return n / (time.perf_counter() - t)
 
 
-async def _pool_loop(url: str, n: int, concurrency: int, cache_dir: str) -> tuple[float, dict]:
+async def _client_rounds(url: str, n: int, rounds: int, concurrency: int, cache_dir: str) -> dict:
+    """``rounds`` rounds of n calls each through the two bare loops and the pool, the three kept open (warm) for the
+    whole run; the order rotates each round, so that a burst of load from other jobs does not always hit the same
+    one. Each round gives one ratio pool ÷ the faster bare loop of that round; the median is reported."""
     from flows.llm.cache import CallCache
     from flows.llm.client import LLMPool
     from schemas.config.models import parse_models_config
 
     cfg = parse_models_config({"models": {"stub": {"endpoints": [{"base_url": url}], "max_concurrency": concurrency,
                                                    "sampling": {"max_tokens": 64}}}})
+    bare = {t: _Bare(url, concurrency, t) for t in ("httpx", "aiohttp")}
+    rates: dict[str, list[float]] = {"httpx": [], "aiohttp": [], "pool": []}
     async with LLMPool(cfg, CallCache(cache_dir)) as pool:
-        await asyncio.gather(*[pool.chat("stub", _messages(-1 - i), template_version="warm") for i in range(min(100, n))])
-        t = time.perf_counter()
-        await asyncio.gather(*[pool.chat("stub", _messages(i), template_version="bench") for i in range(n)])
-        dt = time.perf_counter() - t
+
+        async def pool_one(i: int, tag: str) -> None:
+            await pool.chat("stub", _messages(i, tag), template_version="bench")
+
+        calls = {"httpx": bare["httpx"].one, "aiohttp": bare["aiohttp"].one, "pool": pool_one}
+        for name, call in calls.items():  # warm-up: connections, imports, the cache file (not measured)
+            await _rate(call, min(100, n), f"warm-{name}")
+        order = list(calls)
+        for r in range(rounds):
+            for name in order[r % 3:] + order[:r % 3]:
+                rates[name].append(await _rate(calls[name], n, f"r{r}"))
         st = pool.stats()["stub"]
-    return n / dt, st
+    for b in bare.values():
+        await b.close()
+    return {"rates": rates, "stats": st}
 
 
 def bench_client(quick: bool, concurrency: int) -> dict:
     from flows.llm.stub import StubConfig, stub_process
 
-    n = 600 if quick else 3000
-    rounds = 3  # interleaved, so that load from other jobs hits all three alike; medians reported
+    # quick: 15 rounds of 200 calls (was 3 of 600, whose single ratios ranged 0.54-1.56 on a loaded machine)
+    n, rounds = (200, 15) if quick else (1000, 15)
     with stub_process(StubConfig(latency_s=0.0)) as url, tempfile.TemporaryDirectory() as tmp:
-        bare_httpx, bare_aio, pool, ratios = [], [], [], []
-        for r in range(rounds):
-            bare_httpx.append(asyncio.run(_bare_loop(url, n, concurrency, "httpx")))
-            bare_aio.append(asyncio.run(_bare_loop(url, n, concurrency, "aiohttp")))
-            rate, st = asyncio.run(_pool_loop(url, n, concurrency, f"{tmp}/cache{r}"))
-            pool.append(rate)
-            ratios.append(rate / max(bare_httpx[-1], bare_aio[-1]))
+        out = asyncio.run(_client_rounds(url, n, rounds, concurrency, f"{tmp}/cache"))
+    rates, st = out["rates"], out["stats"]
+    ratios = [p / max(h, a) for p, h, a in zip(rates["pool"], rates["httpx"], rates["aiohttp"])]
     med = statistics.median
+    q = statistics.quantiles(ratios, n=4)
     return {
-        "calls_per_s": round(med(pool), 1),
-        "bare_httpx_calls_per_s": round(med(bare_httpx), 1),
-        "bare_aiohttp_calls_per_s": round(med(bare_aio), 1),
+        "calls_per_s": round(med(rates["pool"]), 1),
+        "bare_httpx_calls_per_s": round(med(rates["httpx"]), 1),
+        "bare_aiohttp_calls_per_s": round(med(rates["aiohttp"]), 1),
         "ratio_vs_bare_client": round(med(ratios), 3),
+        "ratio_vs_bare_client_iqr": [round(q[0], 3), round(q[2], 3)],
         "ratio_vs_bare_client_rounds": [round(x, 3) for x in ratios],
-        "ratio_vs_bare_default_client": round(med(pool) / med(bare_httpx), 3),
+        "ratio_vs_bare_default_client": round(med(rates["pool"]) / med(rates["httpx"]), 3),
         "client_calls": n,
         "client_rounds": rounds,
         "client_concurrency": concurrency,
@@ -170,7 +188,6 @@ def bench_embedded(quick: bool, home: Path) -> dict:
 
 def overlap_figure(quick: bool) -> dict:
     """Run the generation stage's own overlap bench (``OVERLAP_BENCH``) and take its ``overlap_ratio``."""
-    import subprocess
 
     script = ROOT / OVERLAP_BENCH
     if not script.is_file():

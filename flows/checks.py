@@ -4,29 +4,25 @@ Tiny models cannot judge (they score a good and a nonsense dialogue alike), so t
 embedded default honest. They do not depend on model size and every rejection names its gate:
 ``<gate>:<turn idx>[:detail]`` in ``Judgement.failures`` (kind ``checks``).
 
-Gates (``GATES``): ``empty_turn``, ``truncated_turn``, ``repetition_within_turn``, ``repetition_across_turns``,
-``over_word_cap``, ``wrong_script``, ``wrong_language``, ``leaked_role_tag``, ``leaked_instruction``,
-``near_duplicate`` (across dialogues, see :func:`near_duplicates`), ``turn_count`` (a dialogue that has not
-the scenario's number of turns).
+Every gate has one shape, ``check(text, context) -> None | reason``, and sits in ONE ordered list, :data:`GATES`:
+generation retries a turn on the first gate it fails (:func:`turn_problem`), the audit records every gate every
+turn fails (:func:`check_dialogue`). ``near_duplicate`` (across dialogues, :func:`near_duplicates`) is decided
+after the shards, over the whole run.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from schemas.records import normalise_text
+from schemas.text import count_words, normalise_text
 
 CLEANING_VERSION = "clean-v1"
-
-GATES = (
-    "empty_turn", "truncated_turn", "repetition_within_turn", "repetition_across_turns", "over_word_cap",
-    "wrong_script", "wrong_language", "leaked_role_tag", "leaked_instruction", "near_duplicate", "turn_count",
-)
 
 # ---- cleaning --------------------------------------------------------------------------------------------------
 _SPECIAL_TOKENS = re.compile(
@@ -41,10 +37,6 @@ _STAGE_DIRECTION = re.compile(r"\*[^*\n]{1,60}\*|^\s*[\(\[][^\)\]\n]{1,30}[\)\]]
 _QUOTES = "\"'“”‘’«»`"
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)]*\s+")
 _TERMINAL = ".!?…\"'”’)»"
-
-
-def count_words(text: str) -> int:
-    return len(text.split())
 
 
 def clean_turn(raw: str, word_cap: int | None = None, *, trim_to_cap: bool = True) -> str:
@@ -228,55 +220,139 @@ def is_truncated(text: str, finish_reason: str | None = None) -> bool:
     return t[-1] not in _TERMINAL and last in _DANGLING
 
 
+# ---- the gates: one ordered list, one shape -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateContext:
+    """What a gate sees besides the text: the turns before it, the word cap in force, how the model stopped, the
+    language; for a dialogue gate (``scope="dialogue"``) every turn and the scenario's number of turns."""
+
+    earlier: Sequence[str] = ()
+    word_cap: int = 25
+    finish_reason: str | None = None
+    language: str = "en"
+    texts: Sequence[str] = ()
+    expected_turns: int | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One quality gate: ``check(text, context)`` returns None (pass) or the reason it fails (may be "").
+    ``scope``: ``turn`` (run on every turn, during generation and in the audit) or ``dialogue`` (the audit only,
+    ``text`` is the whole dialogue). ``final``: when it fails, the later gates are not run on that turn."""
+
+    name: str
+    check: Callable[[str, GateContext], str | None]
+    guidance: str = "Write one short, natural spoken line."
+    scope: str = "turn"
+    final: bool = False
+
+
+def _empty(text: str, ctx: GateContext) -> str | None:
+    return "" if not text.strip() or not any(ch.isalnum() for ch in text) else None
+
+
+def _over_cap(text: str, ctx: GateContext) -> str | None:
+    n = count_words(text)
+    return f"{n} words > {ctx.word_cap}" if n > ctx.word_cap else None
+
+
+def _role_tag(text: str, ctx: GateContext) -> str | None:
+    m = _LEAKED_TAG.search(text)
+    return m.group(0).strip() if m else None
+
+
+def _script(text: str, ctx: GateContext) -> str | None:
+    share = latin_share(text)
+    return f"latin share {share:.2f}" if share < 0.95 else None
+
+
+def _language(text: str, ctx: GateContext) -> str | None:
+    if ctx.language != "en" or count_words(text) < 8:
+        return None
+    share = function_word_share(text)
+    return f"function-word share {share:.2f}" if share < 0.1 else None
+
+
+def _repetition_across(text: str, ctx: GateContext) -> str | None:
+    j = repeats_earlier(text, ctx.earlier)
+    return f"repeats turn {j}" if j is not None else None
+
+
+def _truncated(text: str, ctx: GateContext) -> str | None:
+    if not is_truncated(text, ctx.finish_reason):
+        return None
+    return "length" if ctx.finish_reason == "length" else "dangling end"
+
+
+def _turn_count(text: str, ctx: GateContext) -> str | None:
+    if ctx.expected_turns is None or len(ctx.texts) == ctx.expected_turns:
+        return None
+    return f"{len(ctx.texts)} != {ctx.expected_turns}"
+
+
+def _dialogue_language(text: str, ctx: GateContext) -> str | None:
+    if ctx.language != "en" or count_words(text) < 20:
+        return None
+    share = function_word_share(text)
+    return f"function-word share {share:.2f}" if share < 0.15 else None
+
+
+# THE list: in-generation retries stop at the first turn gate that fails, the audit records every failure; a new
+# gate (e.g. a defect of the catalogue) is one more entry, placed where its check should run
+GATES: list[Gate] = [
+    Gate("turn_count", _turn_count, scope="dialogue"),
+    Gate("empty_turn", _empty, "Your reply was empty. Write one short spoken line.", final=True),
+    Gate("over_word_cap", _over_cap, "Your reply was too long ({detail}). Say it in at most {cap} words."),
+    Gate("leaked_instruction", lambda t, c: _leaked_instruction(t),
+         "Write only what the speaker says; do not mention these instructions."),
+    Gate("leaked_role_tag", _role_tag, "Write only the spoken words, without names, tags or labels."),
+    Gate("wrong_script", _script, "Reply in English only."),
+    Gate("wrong_language", _language, "Reply in plain English only."),
+    Gate("repetition_within_turn", lambda t, c: is_repetitive(t),
+         "Your reply repeated itself. Say something new, without repeating words or phrases."),
+    Gate("repetition_across_turns", _repetition_across,
+         "Your reply repeated an earlier line. Move the conversation forward with something new."),
+    Gate("truncated_turn", _truncated, "Your reply stopped mid-sentence. Write one complete, short sentence."),
+    Gate("wrong_language", _dialogue_language, scope="dialogue"),
+]
+NEAR_DUPLICATE = "near_duplicate"  # the gate across dialogues of a run, decided after the shards (flows.dedup)
+_GUIDANCE = {g.name: g.guidance for g in GATES if g.scope == "turn"}
+
+
 @dataclass
 class TurnProblem:
     gate: str
     detail: str = ""
 
     def guidance(self, word_cap: int) -> str:
-        return {
-            "empty_turn": "Your reply was empty. Write one short spoken line.",
-            "over_word_cap": f"Your reply was too long ({self.detail}). Say it in at most {word_cap} words.",
-            "repetition_within_turn": "Your reply repeated itself. Say something new, without repeating words or phrases.",
-            "repetition_across_turns": "Your reply repeated an earlier line. Move the conversation forward with something new.",
-            "truncated_turn": "Your reply stopped mid-sentence. Write one complete, short sentence.",
-            "wrong_script": "Reply in English only.",
-            "wrong_language": "Reply in plain English only.",
-            "leaked_role_tag": "Write only the spoken words, without names, tags or labels.",
-            "leaked_instruction": "Write only what the speaker says; do not mention these instructions.",
-        }.get(self.gate, "Write one short, natural spoken line.")
+        text = _GUIDANCE.get(self.gate, "Write one short, natural spoken line.")
+        return text.format(detail=self.detail, cap=word_cap)
+
+
+def failing_gates(text: str, ctx: GateContext, *, scope: str = "turn", first: bool = False):
+    """(gate, reason) for every gate of ``scope`` that ``text`` fails, in list order (only the first with
+    ``first``)."""
+    for gate in GATES:
+        if gate.scope != scope:
+            continue
+        reason = gate.check(text, ctx)
+        if reason is not None:
+            yield gate.name, reason
+            if first or gate.final:
+                return
 
 
 def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_reason: str | None = None,
                  language: str = "en", hard_cap: int | None = None) -> TurnProblem | None:
-    """The first problem of a cleaned turn (None when it passes): the same gates as :func:`check_dialogue`,
-    used during generation to retry with guidance."""
-    if not text.strip() or not any(ch.isalnum() for ch in text):
-        return TurnProblem("empty_turn")
-    n = count_words(text)
-    cap = hard_cap or word_cap
-    if n > cap:
-        return TurnProblem("over_word_cap", f"{n} words > {cap}")
-    if _leaked_instruction(text):
-        return TurnProblem("leaked_instruction", _leaked_instruction(text))
-    if _LEAKED_TAG.search(text):
-        return TurnProblem("leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip())
-    if latin_share(text) < 0.95:
-        return TurnProblem("wrong_script", f"latin share {latin_share(text):.2f}")
-    if language == "en" and n >= 8 and function_word_share(text) < 0.1:
-        return TurnProblem("wrong_language", f"function-word share {function_word_share(text):.2f}")
-    rep = is_repetitive(text)
-    if rep:
-        return TurnProblem("repetition_within_turn", rep)
-    j = repeats_earlier(text, earlier)
-    if j is not None:
-        return TurnProblem("repetition_across_turns", f"repeats turn {j}")
-    if is_truncated(text, finish_reason):
-        return TurnProblem("truncated_turn", "length" if finish_reason == "length" else "dangling end")
+    """The first turn gate a cleaned turn fails (None when it passes), used during generation to retry with
+    guidance; the audit (:func:`check_dialogue`) runs the same gates in the same order."""
+    ctx = GateContext(earlier=earlier, word_cap=hard_cap or word_cap, finish_reason=finish_reason, language=language)
+    for gate, reason in failing_gates(text, ctx, first=True):
+        return TurnProblem(gate, reason)
     return None
 
 
-# ---- dialogue gates --------------------------------------------------------------------------------------------
+# ---- dialogue audit --------------------------------------------------------------------------------------------
 @dataclass
 class CheckResult:
     failures: list[str] = field(default_factory=list)
@@ -293,45 +369,20 @@ class CheckResult:
 def check_dialogue(texts: Sequence[str], word_cap: int, *, expected_turns: int | None = None,
                    finish_reasons: Sequence[str | None] | None = None, language: str = "en",
                    cap_slack: float = 1.0) -> CheckResult:
-    """Every per-turn gate on every turn (not only the first problem), plus the turn count and a whole-dialogue
-    language check. ``cap_slack`` multiplies the word cap (1.0: the generation cap is a hard bound)."""
+    """Every gate of :data:`GATES` on every turn (every failure, not only the first), then the dialogue gates.
+    A failure reads ``<gate>:<turn idx or ->[:reason]``. ``cap_slack`` multiplies the word cap (1.0: the
+    generation cap is a hard bound)."""
     res = CheckResult()
-    if expected_turns is not None and len(texts) != expected_turns:
-        res.failures.append(f"turn_count:-:{len(texts)} != {expected_turns}")
     hard_cap = max(1, int(word_cap * cap_slack))
     for i, text in enumerate(texts):
         fr = finish_reasons[i] if finish_reasons and i < len(finish_reasons) else None
-        for gate, detail in _all_turn_problems(text, texts[:i], hard_cap, fr, language):
-            res.failures.append(f"{gate}:{i}" + (f":{detail}" if detail else ""))
-    words = " ".join(texts)
-    if language == "en" and count_words(words) >= 20 and function_word_share(words) < 0.15:
-        res.failures.append(f"wrong_language:-:function-word share {function_word_share(words):.2f}")
+        ctx = GateContext(earlier=texts[:i], word_cap=hard_cap, finish_reason=fr, language=language)
+        for gate, reason in failing_gates(text, ctx):
+            res.failures.append(f"{gate}:{i}" + (f":{reason}" if reason else ""))
+    ctx = GateContext(word_cap=hard_cap, language=language, texts=texts, expected_turns=expected_turns)
+    for gate, reason in failing_gates(" ".join(texts), ctx, scope="dialogue"):
+        res.failures.append(f"{gate}:-" + (f":{reason}" if reason else ""))
     return res
-
-
-def _all_turn_problems(text: str, earlier: Sequence[str], cap: int, finish_reason: str | None, language: str):
-    if not text.strip() or not any(ch.isalnum() for ch in text):
-        yield "empty_turn", ""
-        return
-    n = count_words(text)
-    if n > cap:
-        yield "over_word_cap", f"{n}>{cap}"
-    if _LEAKED_TAG.search(text):
-        yield "leaked_role_tag", _LEAKED_TAG.search(text).group(0).strip()
-    if _leaked_instruction(text):
-        yield "leaked_instruction", _leaked_instruction(text)
-    if latin_share(text) < 0.95:
-        yield "wrong_script", f"{latin_share(text):.2f}"
-    if language == "en" and n >= 8 and function_word_share(text) < 0.1:
-        yield "wrong_language", f"{function_word_share(text):.2f}"
-    rep = is_repetitive(text)
-    if rep:
-        yield "repetition_within_turn", rep
-    j = repeats_earlier(text, earlier)
-    if j is not None:
-        yield "repetition_across_turns", f"repeats {j}"
-    if is_truncated(text, finish_reason):
-        yield "truncated_turn", ""
 
 
 # ---- near-duplicate dialogues (MinHash + LSH, verified by exact Jaccard) ---------------------------------------
@@ -349,7 +400,6 @@ def near_duplicates(dialogues: Sequence[tuple[str, Sequence[str]]], threshold: f
                     num_perm: int = 64, bands: int = 16, seed: int = 0) -> dict[str, tuple[str, float]]:
     """``{dialogue_id: (earlier_id, jaccard)}`` for every dialogue whose word-3-gram Jaccard with an earlier one
     (in the given order) is >= ``threshold``. Order decides which copy is kept, so pass a deterministic order."""
-    import zlib
 
     rows = bands and num_perm // bands
     rng = np.random.default_rng(seed)

@@ -6,7 +6,7 @@ many reach each server; no step waits for the slowest dialogue. When a dialogue'
 coroutine checks and judges it right away, so judging overlaps generation from the first finished dialogue on.
 
 A turn: the speaker's model gets the domain, the conversation so far, the target emotion and the word cap
-(:func:`flows.prompts.turn_messages`); the reply is cleaned (:func:`flows.checks.clean_turn`) and checked
+(:data:`flows.prompts.TURN_STAGE`); the reply is cleaned (:func:`flows.checks.clean_turn`) and checked
 (:func:`flows.checks.turn_problem`); a bad reply is retried with guidance naming the problem, up to
 ``max_attempts_per_turn``. A dialogue that still fails ends ``failed`` with the reason; the others go on.
 Each call carries a per-(scenario, turn, attempt) sampling seed: reproducible, and two dialogues with the same
@@ -25,17 +25,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from schemas.config.generation import GenerationConfig, JudgingConfig
-from flows.checks import CLEANING_VERSION, clean_turn, count_words, turn_problem
+from flows.checks import CLEANING_VERSION, clean_turn, turn_problem
+from flows.executor import RunControl, ShardProgress
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
-from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_max_tokens, turn_messages
-from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id, text_hash
+from flows.llm.client import LLMCallError
+from flows.llm.stage import call_stage
+from flows.prompts import TURN_STAGE, JudgeParseError, TurnRow, speaker_of, turn_max_tokens
+from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
+from schemas.text import count_words, text_hash
 from schemas.taxonomy import Taxonomy
 from warehouse.store import Warehouse
 
 log = logging.getLogger("emoforge.generate")
-
-FINAL = ("accepted", "rejected", "uncertain", "failed")
-
 
 class BuildAborted(RuntimeError):
     """The run stopped early (error rate above the threshold); what finished is on disk, a rerun resumes."""
@@ -68,14 +69,8 @@ class GenOutcome:
         return self.failed_reason is None and len(self.texts) == self.scenario.n_turns
 
 
-def _result_text(res: Any) -> str:
-    return getattr(res, "text", None) or ""
-
-
 async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: GenerationConfig,
                             progress: Any = None) -> GenOutcome:
-    from flows.llm.client import LLMCallError
-
     out = GenOutcome(scenario)
     cap = scenario.word_cap
     for idx in range(scenario.n_turns):
@@ -84,16 +79,14 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
         last = "no attempt"
         attempt = 0
         while attempt < gen.max_attempts_per_turn:
-            messages = turn_messages(scenario, tax, out.texts, retries)
+            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries))
             out.calls += 1
             try:
-                res = await pool.chat(
-                    model, messages, sampling={"seed": turn_seed(scenario.id, idx, attempt)},
-                    template_version=f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}", max_tokens=turn_max_tokens(cap),
-                )
+                text, res = await call_stage(pool, TURN_STAGE, model, row, max_tokens=turn_max_tokens(cap),
+                                             sampling={"seed": turn_seed(scenario.id, idx, attempt)})
             except LLMCallError as exc:
-                if exc.kind == "early_stop":
-                    raise BuildAborted(f"stopped early: {exc}") from None
+                # an ``early_stop`` of the client (its endpoints keep failing) fails the call like any other error:
+                # the dialogue fails, and the run's one early stop (the share of failed dialogues) decides
                 if exc.kind == "length" and exc.text:
                     # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
                     # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less
@@ -118,9 +111,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                     out.failed_reason = f"turn {idx} ({model}): {last}"
                     return out
                 continue  # same attempt again: the client already retried with backoff; cached calls are free
-            raw = _result_text(res)
-            finish = getattr(res, "finish_reason", None)
-            text = clean_turn(raw, cap)
+            raw = res.text or ""
+            finish = res.finish_reason
             problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language)
             attempt += 1
             if problem is None:
@@ -150,11 +142,13 @@ def turn_records(did: str, scenario: Scenario, texts: Sequence[str]) -> list[Tur
 
 
 def dialogue_record(scenario: Scenario, run_id: str, status: str, *, texts: Sequence[str] = (),
-                    reason: str | None = None, decided_by: str | None = None) -> Dialogue:
+                    reason: str | None = None, decided_by: str | None = None,
+                    judge_score: float | None = None) -> Dialogue:
     return Dialogue(
         id=dialogue_id(scenario), scenario_id=scenario.id, run_id=run_id, source="generated", domain=scenario.domain,
         model_a=scenario.model_a, model_b=scenario.model_b, n_turns=scenario.n_turns, status=status,
         status_reason=reason, decided_by=decided_by, text_hash=text_hash(list(texts)) if texts else "",
+        judge_score=judge_score,
         taxonomy=scenario.taxonomy,
     )
 
@@ -218,8 +212,8 @@ class ShardContext:
     models: list[str]
     stored: dict[str, Stored] = field(default_factory=dict)  # scenario id -> stored generated dialogue
     stored_judgements: dict[str, Judgement] = field(default_factory=dict)  # judgement id -> record
-    progress: Any = None
-    cancel: Any = None  # threading.Event: set by the build when it is interrupted
+    progress: ShardProgress | None = None
+    control: RunControl | None = None  # the run's cancel file (flows.executor)
     advisory_judges: bool = False  # the checks decide, the judges' scores are only recorded
 
 
@@ -253,9 +247,6 @@ class ShardSummary:
 async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts: list[str],
                          finish_reasons: Sequence[str | None] | None, summary: ShardSummary,
                          sink: RecordSink) -> Decision:
-    from flows.llm.client import LLMCallError
-    from flows.prompts import JudgeParseError
-
     did = dialogue_id(scenario)
     th = text_hash(texts)
     chk = checks_judgement(did, scenario, texts, th, finish_reasons, ctx.jud, ctx.gen.language)
@@ -273,13 +264,7 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
             t0 = time.monotonic()
             try:
                 j, _res = await llm_judgement(pool, jm, did, scenario, ctx.tax, texts, th, ctx.jud)
-            except LLMCallError as exc:
-                if exc.kind == "early_stop":
-                    raise BuildAborted(f"stopped early: {exc}") from None
-                errors.append(f"{jm}: {str(exc)[:200]}")
-                summary.judge_errors += 1
-                continue
-            except (JudgeParseError, ValueError) as exc:
+            except (LLMCallError, JudgeParseError, ValueError) as exc:
                 errors.append(f"{jm}: {str(exc)[:200]}")
                 summary.judge_errors += 1
                 continue
@@ -322,13 +307,14 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
     summary.statuses[did] = decision.status
     summary.reasons[did] = decision.reason
     sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, decision.status, texts=texts,
-                                           reason=decision.reason, decided_by=decision.decided_by)])
+                                           reason=decision.reason, decided_by=decision.decided_by,
+                                           judge_score=decision.score)])
     if ctx.progress is not None:
         ctx.progress.dialogue_done(scenario, decision.status)
     await sink.maybe_flush()
 
 
-def _check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
+def check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
     done = len(summary.statuses)
     failed = sum(1 for s in summary.statuses.values() if s == "failed")
     if done >= gen.error_min_dialogues and failed / done > gen.max_error_rate:
@@ -340,22 +326,24 @@ def _check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
 
 async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext) -> ShardSummary:
     """Generate (or reuse) and judge every scenario of the shard concurrently; returns the shard's summary.
-    Raises :class:`BuildAborted` when the error rate passes ``max_error_rate``; what finished is flushed."""
+    Raises :class:`BuildAborted` when the error rate passes ``max_error_rate`` (and cancels the run, so the other
+    shards stop too); raises :class:`BuildInterrupted` when the run is cancelled. What finished is flushed."""
     summary = ShardSummary()
     sink = RecordSink(ctx.home, ctx.gen.flush_every_s)
     t0 = time.monotonic()
 
     async def guarded(s: Scenario) -> None:
         await _one(pool, ctx, s, summary, sink)
-        _check_error_rate(summary, ctx.gen)
+        check_error_rate(summary, ctx.gen)
 
     tasks = [asyncio.create_task(guarded(s)) for s in scenarios]
 
     async def watch_cancel() -> None:
         while True:
             await asyncio.sleep(0.25)
-            if ctx.cancel is not None and ctx.cancel.is_set():
-                raise BuildInterrupted("the build was interrupted; what finished is on disk, rerun to resume")
+            reason = ctx.control.cancelled() if ctx.control is not None else None
+            if reason is not None:
+                raise BuildInterrupted(f"the build was cancelled ({reason}); what finished is on disk, rerun to resume")
 
     watcher = asyncio.create_task(watch_cancel())
     try:
@@ -370,11 +358,15 @@ async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext)
         await asyncio.gather(*tasks, return_exceptions=True)
         if isinstance(exc, BuildAborted):
             summary.aborted = str(exc)
+            if ctx.control is not None:
+                ctx.control.cancel(str(exc))  # the other shards, wherever they run, stop now
         raise
     finally:
         watcher.cancel()
         await sink.flush()
         summary.wall_s = time.monotonic() - t0
+        if ctx.progress is not None:
+            ctx.progress.flush(force=True)
         try:
             summary.pool_stats = pool.stats()
         except Exception:  # noqa: BLE001 - stats are best effort
@@ -383,6 +375,6 @@ async def run_shard(pool: Any, scenarios: Sequence[Scenario], ctx: ShardContext)
 
 
 __all__ = [
-    "BuildAborted", "CLEANING_VERSION", "GenOutcome", "RecordSink", "ShardContext", "ShardSummary", "Stored",
-    "dialogue_id", "dialogue_record", "generate_dialogue", "judge_dialogue", "run_shard", "turn_records", "turn_seed",
+    "BuildAborted", "BuildInterrupted", "CLEANING_VERSION", "GenOutcome", "RecordSink", "ShardContext", "ShardSummary", "Stored",
+    "check_error_rate", "dialogue_id", "dialogue_record", "generate_dialogue", "judge_dialogue", "run_shard", "turn_records", "turn_seed",
 ]

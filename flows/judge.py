@@ -14,7 +14,9 @@ from typing import Any, Sequence
 
 from schemas.config.generation import JudgingConfig
 from flows.checks import check_dialogue
-from flows.prompts import JUDGE_TEMPLATE_VERSION, JudgeParseError, judge_messages, judge_schema, parse_judgement
+from flows.llm.client import LLMCallError
+from flows.llm.stage import call_stage
+from flows.prompts import JUDGE_STAGE, JudgeParseError, JudgeRow
 from schemas.records import Judgement, Scenario, content_id
 from schemas.taxonomy import Taxonomy
 
@@ -51,17 +53,14 @@ def near_duplicate_judgement(base: Judgement, of_id: str, jac: float) -> Judgeme
 
 async def llm_judgement(pool: Any, judge_model: str, dialogue_id: str, scenario: Scenario, tax: Taxonomy,
                         texts: Sequence[str], text_hash: str, cfg: JudgingConfig) -> tuple[Judgement, Any]:
-    """Call one judge (structured output; the client makes one repair attempt on invalid JSON)."""
-    from flows.llm.client import LLMCallError
-
-    messages = judge_messages(scenario, tax, texts)
-    schema = judge_schema(len(texts))
+    """Call one judge (:data:`flows.prompts.JUDGE_STAGE`: structured output; the client makes one repair attempt on
+    invalid JSON)."""
+    row = JudgeRow(scenario, tax, tuple(texts))
     for attempt in range(2):
         # a truncated or unusable answer is asked once more as a deliberate re-sample (a new cache key)
         try:
-            data, result = await pool.chat_json(judge_model, messages, schema=schema, max_tokens=cfg.max_tokens,
-                                                template_version=JUDGE_TEMPLATE_VERSION, nonce=attempt or None)
-            parsed = parse_judgement(data, len(texts))
+            parsed, result = await call_stage(pool, JUDGE_STAGE, judge_model, row, max_tokens=cfg.max_tokens,
+                                              nonce=attempt or None)
             break
         except LLMCallError as exc:
             if attempt or exc.kind not in ("length", "invalid_json"):
@@ -149,11 +148,7 @@ def decide(checks: Judgement, llm: Sequence[Judgement], cfg: JudgingConfig,
     return Decision("uncertain", "judge", f"{stats}: between thresholds or judges disagree", score, agree, spread)
 
 
-class JudgeError(RuntimeError):
-    pass
-
-
 __all__ = [
-    "CHECKS_JUDGE_ID", "Decision", "JudgeError", "JudgeParseError", "agreement", "checks_judgement", "decide",
+    "CHECKS_JUDGE_ID", "Decision", "JudgeParseError", "agreement", "checks_judgement", "decide",
     "judge_score", "judgement_id", "judges_for", "llm_judgement", "near_duplicate_judgement",
 ]

@@ -1,9 +1,8 @@
 """Live progress of a build on stderr: dialogues done / failed, turns, tokens/s per model, acceptance so far.
 
 On a terminal it is a rich live table; elsewhere (CI logs, pipes) one summary line every ``interval_s``.
-Counters are updated from the shard event loops (threads of the task runner) under a lock; tokens come from the
-client pools attached with :meth:`BuildProgress.attach_pool`. Tasks running on remote Dask workers do not report
-here (their results are summed at the end).
+Every shard, in a thread or on a Dask worker, writes its counters to a file in the run directory
+(:class:`flows.executor.ShardProgress`); this sums them, so remote shards show up like local ones.
 """
 
 from __future__ import annotations
@@ -17,78 +16,48 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-_REGISTRY: dict[str, "BuildProgress"] = {}
-
-
-def get_progress(run_id: str) -> "BuildProgress | None":
-    return _REGISTRY.get(run_id)
+from flows.executor import RunControl
 
 
 class BuildProgress:
-    def __init__(self, run_id: str, total: int, *, console: Console | None = None, interval_s: float = 10.0,
+    """Sums the shards' progress files (:class:`flows.executor.ShardProgress`) of one run and shows them."""
+
+    def __init__(self, control: RunControl, total: int, *, console: Console | None = None, interval_s: float = 10.0,
                  enabled: bool = True):
-        self.run_id = run_id
+        self.control = control
+        self.run_id = control.run_id
         self.total = total
         self.console = console or Console(stderr=True)
         self.interval_s = interval_s
         self.enabled = enabled
         self.started = time.monotonic()
-        self.status: Counter = Counter()
-        self.turns: Counter = Counter()
-        self.judged_by: Counter = Counter()
-        self.errors: Counter = Counter()
-        self.pools: list[Any] = []
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: Live | None = None
 
-    # ---- updates (any thread) ------------------------------------------------------------------------------
-    def dialogue_done(self, scenario: Any, status: str) -> None:
-        with self._lock:
-            self.status[status] += 1
-
-    def turn_done(self, model: str) -> None:
-        with self._lock:
-            self.turns[model] += 1
-
-    def judged(self, model: str) -> None:
-        with self._lock:
-            self.judged_by[model] += 1
-
-    def call_error(self, model: str) -> None:
-        with self._lock:
-            self.errors[model] += 1
-
-    def attach_pool(self, pool: Any) -> None:
-        with self._lock:
-            self.pools.append(pool)
+    def _sum(self) -> tuple[Counter, Counter, dict[str, Counter]]:
+        status, turns, models = Counter(), Counter(), {}
+        for snap in self.control.progress_snapshots():
+            status.update(snap.get("status") or {})
+            turns.update(snap.get("turns") or {})
+            for m, s in (snap.get("models") or {}).items():
+                models.setdefault(m, Counter()).update(s)
+        return status, turns, models
 
     # ---- rendering -----------------------------------------------------------------------------------------
     def _model_rows(self) -> dict[str, dict]:
-        rows: dict[str, dict] = {}
-        for pool in list(self.pools):
-            try:
-                stats = pool.stats()
-            except Exception:  # noqa: BLE001 - a pool being torn down
-                continue
-            for m, s in stats.items():
-                r = rows.setdefault(m, {"calls": 0, "cached": 0, "tokens": 0, "retries": 0})
-                r["calls"] += s.get("calls", 0)
-                r["cached"] += s.get("cached", 0)
-                r["tokens"] += s.get("completion_tokens", 0)
-                r["retries"] += s.get("retries", 0)
-        return rows
+        return {m: {"calls": c["calls"], "cached": c["cached"], "tokens": c["completion_tokens"],
+                    "retries": c["retries"]} for m, c in self._sum()[2].items()}
 
     def snapshot(self) -> dict:
-        with self._lock:
-            done = sum(self.status.values())
-            decided = self.status["accepted"] + self.status["rejected"] + self.status["uncertain"]
-            return {
-                "done": done, "total": self.total, "status": dict(self.status), "turns": dict(self.turns),
-                "acceptance": (self.status["accepted"] / decided) if decided else None,
-                "elapsed_s": time.monotonic() - self.started,
-            }
+        status, turns, _ = self._sum()
+        done = sum(status.values())
+        decided = status["accepted"] + status["rejected"] + status["uncertain"]
+        return {
+            "done": done, "total": self.total, "status": dict(status), "turns": dict(turns),
+            "acceptance": (status["accepted"] / decided) if decided else None,
+            "elapsed_s": time.monotonic() - self.started,
+        }
 
     def render(self) -> Table:
         snap = self.snapshot()
@@ -122,7 +91,6 @@ class BuildProgress:
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def __enter__(self) -> "BuildProgress":
-        _REGISTRY[self.run_id] = self
         if not self.enabled:
             return self
         if self.console.is_terminal:
@@ -152,4 +120,3 @@ class BuildProgress:
             self._live.__exit__(None, None, None)
         elif self.enabled:
             self.console.print(self.line(), highlight=False, soft_wrap=True)
-        _REGISTRY.pop(self.run_id, None)

@@ -1,22 +1,28 @@
-"""Prompts and parsers of the two LLM stages (Curator style: an LLM stage is ``prompt()`` + ``parse()``).
+"""The two LLM stages of a build, in the one stage shape (:class:`flows.llm.stage.LLMStage`, Curator's):
+:data:`TURN_STAGE` (one turn of a dialogue; free text, cleaned by :func:`flows.checks.clean_turn`) and
+:data:`JUDGE_STAGE` (one judge's scores of a dialogue; a pydantic ``response_format``, :func:`judge_answer_model`).
 
 The cache key of a call covers the messages, model, sampling, schema and the template version below, never
 the parsing/cleaning, so changing :mod:`flows.checks` or the judge thresholds repeats no call. Bump a
-``*_TEMPLATE_VERSION`` whenever the wording of its prompt changes.
+``*_TEMPLATE_VERSION`` whenever the wording of its prompt (or the judge's answer model) changes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Sequence
 
+from pydantic import BaseModel, ConfigDict, StringConstraints, conlist, create_model
+
+from flows.checks import clean_turn
+from flows.llm.client import ChatResult
+from flows.llm.stage import LLMStage
 from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
 TURN_TEMPLATE_VERSION = "turn-v1"
-JUDGE_TEMPLATE_VERSION = "judge-v1"
-
-SPEAKER_NAMES = {"A": "A", "B": "B"}
-
+JUDGE_TEMPLATE_VERSION = "judge-v2"  # v2: the answer schema comes from the pydantic model judge_answer_model
 
 def speaker_of(idx: int) -> str:
     return "A" if idx % 2 == 0 else "B"
@@ -65,23 +71,52 @@ def turn_max_tokens(word_cap: int) -> int:
     return int(word_cap * 2 + 12)
 
 
+@dataclass(frozen=True)
+class TurnRow:
+    """The input of one turn call: the scenario, the turns so far and the failed attempts at this turn."""
+
+    scenario: Scenario
+    tax: Taxonomy
+    history: Sequence[str]
+    retries: Sequence[tuple[str, str]] = field(default_factory=tuple)
+
+
+def _turn_parse(row: TurnRow, res: ChatResult) -> str:
+    return clean_turn(res.text or "", row.scenario.word_cap)
+
+
+TURN_STAGE: LLMStage[TurnRow, str] = LLMStage(
+    name="turn",
+    version=lambda row: f"{row.scenario.prompt_version}/{TURN_TEMPLATE_VERSION}",
+    prompt=lambda row: turn_messages(row.scenario, row.tax, row.history, row.retries),
+    parse=_turn_parse,
+    response_format=None,  # a spoken line is free text: a JSON wrapper changes what small models write
+)
+
+
 # ---- judge -----------------------------------------------------------------------------------------------------
-SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
-RATIONALE = {"type": "string", "minLength": 1, "maxLength": 160}
 ASPECTS = ("coherence", "naturalness", "domain_fit", "safety")
+Score = Literal[1, 2, 3, 4, 5]
+Rationale = Annotated[str, StringConstraints(min_length=1, max_length=160)]
+
+
+@lru_cache(maxsize=64)
+def judge_answer_model(n_turns: int) -> type[BaseModel]:
+    """The pydantic model of a judge's answer for a dialogue of ``n_turns`` turns (its JSON schema is the
+    ``response_format`` of the judge call)."""
+    fields: dict[str, Any] = {}
+    for a in ASPECTS:
+        fields[a] = (Score, ...)
+        fields[f"{a}_rationale"] = (Rationale, ...)
+    fields["emotion_fidelity"] = (conlist(Score, min_length=n_turns, max_length=n_turns), ...)
+    fields["emotion_rationale"] = (Rationale, ...)
+    fields["verdict"] = (Literal["accept", "reject", "uncertain"], ...)
+    fields["rationale"] = (Rationale, ...)
+    return create_model(f"JudgeAnswer{n_turns}", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def judge_schema(n_turns: int) -> dict[str, Any]:
-    props: dict[str, Any] = {}
-    for a in ASPECTS:
-        props[a] = SCORE
-        props[f"{a}_rationale"] = RATIONALE
-    props["emotion_fidelity"] = {"type": "array", "items": SCORE, "minItems": n_turns, "maxItems": n_turns}
-    props["emotion_rationale"] = RATIONALE
-    props["verdict"] = {"type": "string", "enum": ["accept", "reject", "uncertain"]}
-    props["rationale"] = RATIONALE
-    order = [k for a in ASPECTS for k in (a, f"{a}_rationale")] + ["emotion_fidelity", "emotion_rationale", "verdict", "rationale"]
-    return {"type": "object", "properties": {k: props[k] for k in order}, "required": order, "additionalProperties": False}
+    return judge_answer_model(n_turns).model_json_schema()
 
 
 def judge_messages(scenario: Scenario, tax: Taxonomy, texts: Sequence[str]) -> list[dict[str, str]]:
@@ -133,3 +168,21 @@ def parse_judgement(data: Any, n_turns: int) -> dict[str, Any]:
     parts.append(f"overall: {str(data.get('rationale', '')).strip()}")
     out["rationale"] = " | ".join(parts)[:2000]
     return out
+
+
+@dataclass(frozen=True)
+class JudgeRow:
+    """The input of one judge call: the scenario and the dialogue's turns."""
+
+    scenario: Scenario
+    tax: Taxonomy
+    texts: Sequence[str]
+
+
+JUDGE_STAGE: LLMStage[JudgeRow, dict[str, Any]] = LLMStage(
+    name="judgement",
+    version=lambda row: JUDGE_TEMPLATE_VERSION,
+    prompt=lambda row: judge_messages(row.scenario, row.tax, row.texts),
+    parse=lambda row, data: parse_judgement(data, len(row.texts)),
+    response_format=lambda row: judge_answer_model(len(row.texts)),
+)

@@ -6,17 +6,23 @@ Thin: each poll is :func:`poll_once`, a plain function (pull + counts) that test
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from annotation.client import connect
+from annotation.pull import pull
+from annotation.push import DEFAULT_PROJECT, find_project
+from schemas.home import offline_env
+
 
 def poll_once(home: str | Path, url: str | None = None, project: str | None = None) -> dict:
     """One pull; returns the pull report plus how many tasks still lack annotations."""
-    from annotation.client import connect
-    from annotation.pull import pull
-    from annotation.push import DEFAULT_PROJECT, find_project
-
     home = Path(home)
     client = connect(home, url)
     title = project or DEFAULT_PROJECT
@@ -45,28 +51,21 @@ def poll_until(home: str | Path, deadline: datetime, interval_s: float = 60.0, u
     return reports
 
 
-def review_poll_flow_fn():
-    from prefect import flow, task
-    from prefect.cache_policies import NO_CACHE
-
-    @task(name="pull-annotations", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=10)
-    def pull_task(home: str, url: str | None, project: str | None) -> dict:
-        return poll_once(home, url=url, project=project)
-
-    @flow(name="emoforge-review-poll", persist_result=False)
-    def review_poll_flow(home: str, minutes: float = 60.0, interval_s: float = 60.0, url: str | None = None,
-                         project: str | None = None) -> list[dict]:
-        deadline = datetime.now(timezone.utc) + timedelta(minutes=minutes)
-        return poll_until(home, deadline, interval_s, url=url, project=project,
-                          poll=lambda h, url=None, project=None: pull_task(h, url, project))
-
-    return review_poll_flow
+@task(name="pull-annotations", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=10)
+def pull_task(home: str, url: str | None, project: str | None) -> dict:
+    return poll_once(home, url=url, project=project)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    import argparse
-    import json
+@flow(name="emoforge-review-poll", persist_result=False)
+def review_poll_flow(home: str, minutes: float = 60.0, interval_s: float = 60.0, url: str | None = None,
+                     project: str | None = None) -> list[dict]:
+    """Pull annotations every ``interval_s`` until ``minutes`` have passed or no task waits (each pull a task)."""
+    deadline = datetime.now(timezone.utc) + timedelta(minutes=minutes)
+    return poll_until(home, deadline, interval_s, url=url, project=project,
+                      poll=lambda h, url=None, project=None: pull_task(h, url, project))
 
+
+def main() -> None:  # pragma: no cover
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--home", required=True)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -74,8 +73,10 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--url")
     ap.add_argument("--project")
     a = ap.parse_args()
-    from schemas.home import offline_env
-
     offline_env(Path(a.home))
-    out = review_poll_flow_fn()(a.home, a.minutes, a.interval, a.url, a.project)
+    out = review_poll_flow(a.home, a.minutes, a.interval, a.url, a.project)
     print(json.dumps(out[-1] if out else {}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

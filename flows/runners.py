@@ -26,7 +26,9 @@ import os
 import re
 from typing import Any
 
-ENV_VAR = "EMOFORGE_TASK_RUNNER"
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL
+from prefect.task_runners import ThreadPoolTaskRunner
 
 _HOSTPORT = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
@@ -66,15 +68,9 @@ def parse_runner_spec(spec: str | None) -> tuple[str, Any]:
 def api_url_for_workers() -> str | None:
     """The Prefect API that task runs in other processes must report to: ``PREFECT_API_URL`` when set, else the
     ephemeral server this process started (Prefect's no-server mode), else None."""
-    from prefect.settings import PREFECT_API_URL
-
     url = PREFECT_API_URL.value()
     if url:
         return url
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:  # pragma: no cover
-        return None
     for server in list(SubprocessASGIServer._instances.values()):
         proc = getattr(server, "server_process", None)
         if proc is not None and proc.poll() is None and getattr(server, "port", None):
@@ -128,8 +124,6 @@ def make_task_runner(spec: str | None = None):
     """A Prefect task runner for ``spec`` (see the module doc). Raises :class:`RunnerSpecError` on a bad spec."""
     kind, arg = parse_runner_spec(spec)
     if kind == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
         return ThreadPoolTaskRunner(max_workers=arg)
     DaskTaskRunner = _dask_runner_class()
     if kind == "dask":
@@ -155,6 +149,3 @@ def describe_task_runner(spec: str | None) -> str:
         return f"Dask cluster at {arg}"
     return f"local Dask cluster of {arg} worker processes"
 
-
-def is_distributed(spec: str | None) -> bool:
-    return parse_runner_spec(spec)[0] != "threads"

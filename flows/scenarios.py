@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -117,8 +118,6 @@ def pair_type(model_a: str, model_b: str) -> str:
 
 def summarise(scenarios: Sequence[Scenario]) -> dict:
     """Counts per domain, pair, pair type and turn count (for ``emoforge scenarios --dry-run``)."""
-    from collections import Counter
-
     return {
         "n": len(scenarios),
         "domains": dict(Counter(s.domain for s in scenarios)),

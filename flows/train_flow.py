@@ -11,14 +11,13 @@ from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
 
-from trainer.train import TrainConfig
+from trainer.data import open_release
+from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
+from trainer.train import TrainConfig, train
 
 
 @task(name="retrieval-library")
 def library_task(home: str, release: str, cfg: TrainConfig) -> dict:
-    from trainer.data import open_release
-    from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
-
     lib = build_library(home, open_release(home, release),
                         LibraryOptions(mapping=cfg.mapping, sources=cfg.library_sources,
                                        max_per_source=cfg.library_max_per_source),
@@ -28,8 +27,6 @@ def library_task(home: str, release: str, cfg: TrainConfig) -> dict:
 
 @task(name="curriculum-lora")
 def train_task(home: str, release: str, base_model: str, out: str, cfg: TrainConfig) -> dict:
-    from trainer.train import train
-
     logger = get_run_logger()
     return train(home, release, base_model, out, cfg, log=logger.info, progress=False)
 

@@ -115,3 +115,40 @@ def test_error_rate_stops_the_run_early(home):
     assert sent < N  # stopped long before every scenario was tried
     run = Warehouse(home).query("SELECT status, metrics_json FROM runs").to_pylist()[0]
     assert run["status"] == "failed" and "stopped early" in json.loads(run["metrics_json"])["error"]
+
+
+def test_a_build_is_one_flow_run_with_a_task_run_per_stage(home, prefect_api_url):
+    """Every stage of a build is a task run of the one `emoforge-build` flow run (queried from the Prefect API)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterFlowRunId
+
+    cfg = BuildConfig.model_validate({"generation": {"shard_size": 4},
+                                      "judging": {"accept_at": 1.0, "reject_below": 1.0, "max_spread": 4.0,
+                                                  "min_safety": 1}})
+    with StubServer(StubConfig(latency_s=0.002, seed=5)) as stub:
+        summary = run_build(home, cfg, parse_models_config(stub_models(stub.url, timeout_s=10)), n_dialogues=10,
+                            seed=0, publish=True, progress=False)
+    run_id = summary["run_id"]
+
+    async def query():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_id])))
+            tasks = await client.read_task_runs(
+                task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])))
+            flows = {(await client.read_flow(r.flow_id)).name for r in runs}
+            return runs, tasks, flows
+
+    runs, tasks, flows = asyncio.run(query())
+    assert len(runs) == 1 and flows == {"emoforge-build"} and runs[0].state.is_completed()
+    names = [t.name.rsplit("-", 1)[0] for t in tasks]  # Prefect appends "-<suffix>" to a task run's name
+    stages = {"plan-scenarios", "record-run-start", "generate-and-judge-shard", "near-duplicates", "run-metrics",
+              "speech", "publish", "record-run"}
+    assert stages <= set(names), sorted(names)
+    assert names.count("generate-and-judge-shard") == 3  # 10 scenarios in slices of 4
+    assert all(t.state.is_completed() for t in tasks), [(t.name, t.state.type) for t in tasks]
+    # the decision's score is stored on the dialogue (the one definition, flows.judge)
+    rows = Warehouse(home).query("SELECT status, decided_by, judge_score FROM dialogues").to_pylist()
+    judged = [r for r in rows if r["decided_by"] == "judge"]
+    assert judged and all(r["judge_score"] is not None and 1 <= r["judge_score"] <= 5 for r in judged)

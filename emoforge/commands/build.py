@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate, check, judge and publish dialogues; prints the published version as the last line."""
         h = open_home(home)
-        cfg, mcfg, _tax = _load(config, models)
+        cfg, mcfg, tax = _load(config, models)
         from flows.build import BuildError, run_build
         from flows.generate import BuildAborted
         from flows.scenarios import ScenarioError
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 raise fail(str(exc))
         try:
             summary = run_build(h, cfg, mcfg, n_dialogues=dialogues, seed=seed, version=version, publish=publish,
-                                task_runner=task_runner, progress=progress, command="build")
+                                task_runner=task_runner, progress=progress, command="build", tax=tax)
         except (ScenarioError, BuildAborted, BuildError) as exc:
             raise fail(str(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - named errors of the stages below (publish, embedded servers)

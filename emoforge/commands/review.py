@@ -16,7 +16,7 @@ from annotation.pull import open_problems, pull
 from annotation.push import PushError, ReviewPolicy, push, select_for_review
 from annotation.server import LabelStudioError, api_token, start, status, stop
 from emoforge.commands._common import HomeOpt, console, fail, open_home
-from flows.review_flow import review_poll_flow_fn
+from flows.review_flow import review_poll_flow
 from schemas.config import ConfigError, load_config
 from schemas.taxonomy import TaxonomyError, load_taxonomy
 from warehouse.agreement import agreement_summary
@@ -161,8 +161,10 @@ def register(app: typer.Typer) -> None:
         project = project or rc.project
         interval = interval if interval is not None else rc.poll_interval_s
         if watch is not None:
+            from flows.review_flow import review_poll_flow
+
             try:
-                reports = review_poll_flow_fn()(str(path), watch, interval, url, project)
+                reports = review_poll_flow(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:
                 fail(str(exc))
             last = reports[-1] if reports else {}

@@ -27,7 +27,16 @@ import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+
+try:
+    import jsonschema
+except ImportError:  # pragma: no cover - jsonschema comes with great-expectations
+    jsonschema = None
+
+import httpx2  # the transport types of openai's DefaultAioHttpClient
+import openai
+from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from flows.llm.cache import CallCache, call_key
 from schemas.config.models import STANDARD_SAMPLING_KEYS, ModelsConfig, ModelSpec
@@ -65,10 +74,6 @@ class LLMCallError(Exception):
         self.text = text  # the (truncated / invalid) output when there was one
         self.cached = cached
 
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE
-
     def __reduce__(self):  # picklable across process boundaries (Dask / process pools)
         msg = str(self)
         prefix = f"[{self.kind}] {self.model + ': ' if self.model else ''}"
@@ -83,6 +88,14 @@ def _rebuild_error(cls: type, kind: str, message: str, kw: dict) -> "LLMCallErro
 
 class EarlyStop(LLMCallError):
     """Raised by every call once the run's error rate passed the threshold."""
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The nearest-rank ``p`` quantile (0..1) of ``values``, rounded to 4 places; None when empty."""
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(round(p * (len(v) - 1))))], 4)
 
 
 @dataclass
@@ -101,13 +114,6 @@ class ModelStats:
     last_end: float | None = None
 
     def summary(self) -> dict[str, Any]:
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            if not lat:
-                return None
-            return round(lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))], 4)
-
         busy = (self.last_end - self.first_start) if self.first_start and self.last_end else 0.0
         return {
             "requests": self.requests,
@@ -119,9 +125,9 @@ class ModelStats:
             "attempt_errors": dict(self.attempt_errors),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "latency_p50": pct(0.5),
-            "latency_p90": pct(0.9),
-            "latency_p99": pct(0.99),
+            "latency_p50": percentile(self.latencies, 0.5),
+            "latency_p90": percentile(self.latencies, 0.9),
+            "latency_p99": percentile(self.latencies, 0.99),
             "tokens_per_s": round(self.completion_tokens / busy, 2) if busy > 0 else None,
             "calls_per_s": round(self.calls / busy, 2) if busy > 0 else None,
         }
@@ -149,8 +155,6 @@ def _retry_after(headers: Any) -> float | None:
 
 def _classify(exc: BaseException) -> tuple[str, int | None, float | None]:
     """(kind, http status, retry-after seconds) of an exception raised by the openai client."""
-    import openai
-
     if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):
         # the aiohttp transport reports every connection failure (refused, reset) as a connect *timeout*
         if any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in _causes(exc)):
@@ -208,9 +212,7 @@ def parse_json_reply(text: str, schema: dict | None = None) -> tuple[dict | None
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     if schema:
-        try:
-            import jsonschema
-        except ImportError:  # pragma: no cover - jsonschema comes with great-expectations
+        if jsonschema is None:  # pragma: no cover - jsonschema comes with great-expectations
             missing = [k for k in schema.get("required", []) if k not in obj]
             if missing:
                 return None, f"missing required keys {missing}"
@@ -250,9 +252,6 @@ class LLMPool:
     def _open(self) -> None:
         if self._opened:
             return
-        import httpx2
-        from openai import AsyncOpenAI, DefaultAioHttpClient
-
         by_url: dict[tuple[str, float], Any] = {}
         for name, spec in self.config.models.items():
             self._stats.setdefault(name, ModelStats())
@@ -323,9 +322,6 @@ class LLMPool:
     def _check_stop(self, model: str) -> None:
         if self._stopped:
             raise EarlyStop("early_stop", self._stopped, model=model)
-
-    def error_rate(self) -> float:
-        return self._outcomes.count(False) / len(self._outcomes) if self._outcomes else 0.0
 
     # -- calls -----------------------------------------------------------------------------------------------
     def _spec(self, model: str) -> ModelSpec:
@@ -448,23 +444,10 @@ class LLMPool:
             except Exception as exc:
                 kind, status, retry_after = _classify(exc)
                 latency = time.monotonic() - started
-                ep.failures += 1
-                ep.consecutive_failures += 1
-                if kind in ("rate_limit", "timeout"):
-                    ep.cut(started)
-                if retry_after:
-                    router.cool_down(ep, min(retry_after, pol.max_retry_after_s))
-                elif len(router.endpoints) > 1 and ep.cooldown_until <= time.monotonic() and (
-                        kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3)):
-                    # a replica that is down (or keeps failing) is left alone for a while, doubling up to 30 s,
-                    # so the other replicas take the traffic (with one replica, the retry backoff does the waiting)
-                    ep.cooldowns += 1
-                    router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
-                router.release(ep)
+                _after_failure(router, ep, kind, retry_after, started, pol.max_retry_after_s)
                 st.attempt_errors[kind] += 1
-                msg = _short(exc)
-                last = LLMCallError(kind, f"{msg} (attempt {attempt}/{pol.max_attempts}, {ep.url}, {latency:.2f}s)",
-                                    model=model, attempts=attempt, status=status)
+                last = LLMCallError(kind, f"{_short(exc)} (attempt {attempt}/{pol.max_attempts}, {ep.url}, "
+                                    f"{latency:.2f}s)", model=model, attempts=attempt, status=status)
                 if kind not in RETRYABLE:
                     break
                 if attempt < pol.max_attempts:
@@ -540,8 +523,24 @@ class LLMPool:
             out[name] = d
         return out
 
-    def endpoint_limits(self, model: str) -> list[float]:
-        return [ep.limit for ep in self._routers[model].endpoints]
+
+def _after_failure(router: Router, ep: Endpoint, kind: str, retry_after: float | None, started: float,
+                   max_retry_after_s: float) -> None:
+    """The replica's side of a failed attempt: AIMD cut on overload, a cool-down (Retry-After, or a replica that is
+    down or keeps failing), and the slot released."""
+    ep.failures += 1
+    ep.consecutive_failures += 1
+    if kind in ("rate_limit", "timeout"):
+        ep.cut(started)
+    if retry_after:
+        router.cool_down(ep, min(retry_after, max_retry_after_s))
+    elif len(router.endpoints) > 1 and ep.cooldown_until <= time.monotonic() and (
+            kind == "connection" or (kind == "server" and ep.consecutive_failures >= 3)):
+        # a replica that is down (or keeps failing) is left alone for a while, doubling up to 30 s,
+        # so the other replicas take the traffic (with one replica, the retry backoff does the waiting)
+        ep.cooldowns += 1
+        router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
+    router.release(ep)
 
 
 def _short(exc: BaseException) -> str:

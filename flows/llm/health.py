@@ -8,6 +8,9 @@ import os
 import time
 from dataclasses import dataclass
 
+import httpx2  # the transport types of openai's DefaultAioHttpClient
+from openai import AsyncOpenAI, DefaultAioHttpClient
+
 from schemas.config.models import ModelsConfig
 
 
@@ -22,9 +25,6 @@ class EndpointHealth:
 
 
 async def _check_one(model: str, served_name: str, base_url: str, api_key_env: str | None, timeout: float) -> EndpointHealth:
-    import httpx2
-    from openai import AsyncOpenAI, DefaultAioHttpClient
-
     key = "no-key"
     if api_key_env:
         key = os.environ.get(api_key_env, "")

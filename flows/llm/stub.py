@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -519,8 +520,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"READY http://{ns.host}:{port}/v1", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        import signal
-
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()

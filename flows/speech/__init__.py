@@ -4,11 +4,6 @@ The entry point for the build flow is :func:`flows.speech.pipeline.synthesise_ho
 """
 
 from schemas.config.speech import AudioBounds, SpeechConfig, load_speech_config
+from flows.speech.pipeline import synthesise_home
 
 __all__ = ["AudioBounds", "SpeechConfig", "load_speech_config", "synthesise_home"]
-
-
-def synthesise_home(*args, **kwargs):  # lazy: keeps `import flows.speech` light
-    from flows.speech.pipeline import synthesise_home as _impl
-
-    return _impl(*args, **kwargs)

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from functools import lru_cache
+from importlib import util
 from pathlib import Path
 
 from filelock import FileLock
@@ -41,8 +42,6 @@ def whisper_model_dir(model_dir: Path | None = None) -> Path:
         if not (model_dir / "model.bin").is_file():
             raise ASRError(f"ASR model dir {model_dir} has no model.bin (expected a CTranslate2 Whisper model)")
         return model_dir
-    from importlib import util
-
     specs = [util.find_spec(p) for p in PARTS]
     if any(s is None for s in specs):
         raise ASRError(f"the Whisper base weights are not installed: `{INSTALL_HINT}` "
@@ -114,7 +113,7 @@ def wer(reference: str, hypothesis: str) -> float:
 @lru_cache(maxsize=2)
 def _model(model_dir: str, compute_type: str, threads: int):
     try:
-        from faster_whisper import WhisperModel
+        from faster_whisper import WhisperModel  # noqa: PLC0415 - heavy optional package (ctranslate2), loaded only when ASR runs
     except ImportError:
         raise ASRError("faster-whisper is not installed: `pip install faster-whisper`") from None
     return WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=threads, num_workers=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+from scipy.signal import resample_poly
 
 # the measurements are shared with the release gate (schemas.audio); re-exported for the speech stage
 from schemas.audio import EPS, Measures, active_rms, db, f0_track, measure, mfcc_mean, rms, trim_silence
@@ -21,8 +22,6 @@ __all__ = ["EPS", "Measures", "active_rms", "db", "f0_track", "measure", "mfcc_m
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     if sr_from == sr_to or x.size == 0:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
     frac = Fraction(sr_to, sr_from).limit_denominator(1000)
     return resample_poly(x, frac.numerator, frac.denominator).astype(np.float32)
 
@@ -31,8 +30,6 @@ def stretch_ratio(x: np.ndarray, ratio: float) -> np.ndarray:
     """Resample to ``len(x) / ratio`` samples: played at the same rate, pitch and formants rise by ``ratio``."""
     if abs(ratio - 1.0) < 1e-4 or x.size == 0:
         return x.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
     frac = Fraction(1.0 / ratio).limit_denominator(200)
     return resample_poly(x, frac.numerator, frac.denominator).astype(np.float32)
 

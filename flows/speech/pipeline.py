@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from flows.speech import mixing, store
+from flows.speech.asr import ASRError, transcribe, wer, whisper_model_dir
 from flows.speech.casting import cast_dialogues
 from schemas.config.speech import SpeechConfig, load_speech_config
 from flows.speech.engines import EngineError
@@ -27,7 +30,7 @@ from flows.speech.synthesis import ClipJob, ClipResult, run_jobs
 from flows.speech.voices import POOLS, Voice, check_pool
 from schemas.audio import mix_clip_id, turn_clip_id
 from schemas.records import AudioClip
-from schemas.taxonomy import load_taxonomy
+from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.effective import effective_views
 from warehouse.store import Warehouse
 
@@ -53,16 +56,11 @@ def voice_pool(cfg: SpeechConfig) -> list[Voice]:
         raise SpeechError(f"engine {cfg.engine!r}: {exc}") from None
 
 
-def _console(progress: bool):
-    from rich.console import Console
-
+def _console(progress: bool) -> Console:
     return Console(stderr=True, quiet=not progress)
 
 
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
+def _progress(console: Console) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                     console=console, disable=console.quiet)
@@ -70,8 +68,9 @@ def _progress(console):
 
 def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, progress: bool = True,
                     config: SpeechConfig | dict | str | Path | None = None, asr: bool | None = None,
-                    dialogue_ids: list[str] | None = None) -> dict[str, Any]:
-    """Voice every accepted dialogue of ``home`` lacking clips; returns counts.
+                    dialogue_ids: list[str] | None = None, tax: Taxonomy | None = None) -> dict[str, Any]:
+    """Voice every accepted dialogue of ``home`` lacking clips; returns counts. ``tax``: a taxonomy the caller
+    already loaded (a build), used for the dialogues of that taxonomy instead of loading it again.
 
     ``engine``/``workers``/``asr`` override the config (``engine="default"`` keeps the config's engine).
     """
@@ -93,39 +92,18 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     console = _console(progress)
 
     # -- what to voice
-    con = wh.connect()
-    try:
-        effective_views(con)
-        acc = con.sql(ACCEPTED_SQL).to_arrow_table().to_pylist()
-    finally:
-        con.close()
-    if dialogue_ids is not None:
-        wanted = set(dialogue_ids)
-        acc = [r for r in acc if r["dialogue_id"] in wanted]
+    acc, turns, old_clips, old_casts = _read_accepted(wh, dialogue_ids)
     if not acc:
         counts["seconds"] = round(time.perf_counter() - t_start, 2)
         return counts
     ids = [r["dialogue_id"] for r in acc]
     taxonomies = {r["taxonomy"] or "deepdialogue" for r in acc}
-    con = wh.connect()
-    try:
-        effective_views(con)
-        con.register("_want", __import__("pyarrow").table({"dialogue_id": ids}))
-        turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
-            .to_arrow_table().to_pylist()
-        old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
-        old_casts = {}
-        if "casts" in wh.tables():
-            old_casts = {r["dialogue_id"]: (r["voice_a"], r["voice_b"])
-                         for r in con.sql("SELECT * FROM casts").to_arrow_table().to_pylist()}
-    finally:
-        con.close()
 
     # -- prosody (per taxonomy) and casting
     tables = {}
     for tname in taxonomies:
-        tax = load_taxonomy(tname)
-        tables[tname] = (tax, prosody_table(tax, cfg.prosody, cfg.intensity))
+        t = tax if tax is not None and tax.name == tname else load_taxonomy(tname)
+        tables[tname] = (t, prosody_table(t, cfg.prosody, cfg.intensity))
     tax_of = {r["dialogue_id"]: r["taxonomy"] or "deepdialogue" for r in acc}
     pool = voice_pool(cfg)
     by_voice = {v.id: v for v in pool}
@@ -135,29 +113,7 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
         wh.upsert(new_casts)
 
     # -- plan + engine checks before any work
-    renderer = Renderer(cfg)
-    try:
-        versions = {v.id: renderer.version(v) for v in pool}
-        emotions_by_voice: dict[str, set[str]] = {}
-        jobs: list[ClipJob] = []
-        for t in turns:
-            tax, ptable = tables[tax_of[t["dialogue_id"]]]
-            emo = t["label"] or t["intended_emotion"]
-            if emo not in ptable:
-                raise SpeechError(f"turn {t['id']}: emotion {emo!r} is not in taxonomy {tax.name!r}")
-            cast = casts[t["dialogue_id"]]
-            voice = by_voice[cast.voice_a if t["speaker"] == "A" else cast.voice_b]
-            emotions_by_voice.setdefault(voice.id, set()).add(emo)
-            key = clip_key(t["text"], voice, emo, ptable[emo], versions[voice.id], cfg)
-            jobs.append(ClipJob(key=key, relpath=store.clip_relpath(key), text=t["text"], voice=voice.model_dump(),
-                                emotion=emo, prosody=ptable[emo].model_dump(), dialogue_id=t["dialogue_id"],
-                                turn_id=t["id"], idx=int(t["idx"]), speaker=t["speaker"]))
-        for vid, emos in emotions_by_voice.items():
-            renderer.engine(by_voice[vid].engine).check_voice(by_voice[vid], sorted(emos))
-    except EngineError as exc:
-        raise SpeechError(str(exc)) from None
-    finally:
-        renderer.close()
+    jobs, versions = _plan_jobs(cfg, pool, by_voice, turns, tables, tax_of, casts)
 
     counts["dialogues"] = len(ids)
     counts["turn_clips"] = len(jobs)
@@ -238,6 +194,60 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
     return counts
 
 
+def _read_accepted(wh: Warehouse, dialogue_ids: list[str] | None) -> tuple[list[dict], list[dict], dict, dict]:
+    """The accepted dialogues to voice (all, or ``dialogue_ids``), their turns, the clips and casts on record."""
+    con = wh.connect()
+    try:
+        effective_views(con)
+        acc = con.sql(ACCEPTED_SQL).to_arrow_table().to_pylist()
+        if dialogue_ids is not None:
+            wanted = set(dialogue_ids)
+            acc = [r for r in acc if r["dialogue_id"] in wanted]
+        if not acc:
+            return [], [], {}, {}
+        con.register("_want", pa.table({"dialogue_id": [r["dialogue_id"] for r in acc]}))
+        turns = con.sql("SELECT t.* FROM effective_turns t JOIN _want w USING (dialogue_id) ORDER BY dialogue_id, idx") \
+            .to_arrow_table().to_pylist()
+        old_clips = {r["id"]: r for r in con.sql("SELECT * FROM clips").to_arrow_table().to_pylist()}
+        old_casts = {}
+        if "casts" in wh.tables():
+            old_casts = {r["dialogue_id"]: (r["voice_a"], r["voice_b"])
+                         for r in con.sql("SELECT * FROM casts").to_arrow_table().to_pylist()}
+    finally:
+        con.close()
+    return acc, turns, old_clips, old_casts
+
+
+def _plan_jobs(cfg: SpeechConfig, pool: list[Voice], by_voice: dict[str, Voice], turns: list[dict], tables: dict,
+               tax_of: dict[str, str], casts: dict) -> tuple[list[ClipJob], dict[str, str]]:
+    """One clip job per turn (content-addressed key), and every engine checked for its voices and emotions before
+    any work. Returns (jobs, engine version by voice id)."""
+    renderer = Renderer(cfg)
+    try:
+        versions = {v.id: renderer.version(v) for v in pool}
+        emotions_by_voice: dict[str, set[str]] = {}
+        jobs: list[ClipJob] = []
+        for t in turns:
+            tax, ptable = tables[tax_of[t["dialogue_id"]]]
+            emo = t["label"] or t["intended_emotion"]
+            if emo not in ptable:
+                raise SpeechError(f"turn {t['id']}: emotion {emo!r} is not in taxonomy {tax.name!r}")
+            cast = casts[t["dialogue_id"]]
+            voice = by_voice[cast.voice_a if t["speaker"] == "A" else cast.voice_b]
+            emotions_by_voice.setdefault(voice.id, set()).add(emo)
+            key = clip_key(t["text"], voice, emo, ptable[emo], versions[voice.id], cfg)
+            jobs.append(ClipJob(key=key, relpath=store.clip_relpath(key), text=t["text"], voice=voice.model_dump(),
+                                emotion=emo, prosody=ptable[emo].model_dump(), dialogue_id=t["dialogue_id"],
+                                turn_id=t["id"], idx=int(t["idx"]), speaker=t["speaker"]))
+        for vid, emos in emotions_by_voice.items():
+            renderer.engine(by_voice[vid].engine).check_voice(by_voice[vid], sorted(emos))
+    except EngineError as exc:
+        raise SpeechError(str(exc)) from None
+    finally:
+        renderer.close()
+    return jobs, versions
+
+
 def _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of, casts, console) -> tuple[int, int]:
     by_dialogue: dict[str, list[ClipJob]] = {}
     for job in jobs:
@@ -288,8 +298,6 @@ def _asr_init(model_dir: str, compute_type: str, beam: int, language: str, threa
 
 
 def _asr_job(item: tuple[str, str, str]) -> tuple[str, float, str]:
-    from flows.speech.asr import transcribe, wer
-
     cid, path, text = item
     model_dir, compute_type, beam, language, threads = _ASR_CFG
     hyp = transcribe(Path(path), model_dir, compute_type, beam, language, threads)
@@ -304,8 +312,6 @@ def selected_for_asr(clip_id: str, fraction: float) -> bool:
 
 def run_asr(home: Path, cfg: SpeechConfig, dialogue_ids: list[str] | None = None, progress: bool = True) -> int:
     """Transcribe turn clips without a WER (a ``fraction`` of them) and record ``wer``; returns how many."""
-    from flows.speech.asr import ASRError, whisper_model_dir
-
     wh = Warehouse(home)
     rows = wh.query("SELECT c.*, t.text FROM clips c JOIN turns t ON t.id = c.turn_id "
                     "WHERE c.kind = 'turn' AND c.wer IS NULL ORDER BY c.id").to_pylist()
@@ -362,7 +368,3 @@ def run_asr(home: Path, cfg: SpeechConfig, dialogue_ids: list[str] | None = None
                 wh.upsert(out)
     return done
 
-
-def clip_arrays(home: Path, clip_rows: list[dict]) -> list[np.ndarray]:
-    root = store.audio_root(home)
-    return [store.read(root / r["path"])[0] for r in clip_rows]

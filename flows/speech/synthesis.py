@@ -10,13 +10,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 from flows.speech import store
 from schemas.config.speech import SpeechConfig
 from flows.speech.prosody import Prosody
+from flows.speech.render import Renderer
 from flows.speech.voices import Voice
 
 
@@ -51,8 +52,6 @@ _ROOT: Path | None = None
 
 def _init_worker(cfg_json: str, root: str, threads: int) -> None:
     global _RENDERER, _ROOT
-    from flows.speech.render import Renderer
-
     _RENDERER = Renderer(SpeechConfig.model_validate_json(cfg_json), threads=threads)
     _ROOT = Path(root)
 
@@ -104,6 +103,3 @@ def run_jobs(jobs: list[ClipJob], cfg: SpeechConfig, root: Path, workers: int,
                 fut.cancel()
             raise
 
-
-def job_dict(job: ClipJob) -> dict:
-    return asdict(job)

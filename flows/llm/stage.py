@@ -1,0 +1,49 @@
+"""One shape for every LLM stage (Bespoke Curator's): ``prompt(row) -> messages``, an optional pydantic
+``response_format(row)`` (the JSON schema the answer must match; None for free text), ``parse(row, response)``.
+
+:func:`call_stage` makes the call through the run's :class:`flows.llm.client.LLMPool`. The call's cache key covers
+the inputs (through the messages), the prompt's template version, the model, the response schema and the
+sampling, never ``parse``: changing a parser, a cleaning rule or a threshold repeats no call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from flows.llm.client import ChatResult
+
+R = TypeVar("R")
+O = TypeVar("O")
+
+
+@dataclass(frozen=True)
+class LLMStage(Generic[R, O]):
+    name: str
+    version: Callable[[R], str]  # the prompt template's version (part of the cache key): bump it when wording changes
+    prompt: Callable[[R], list[dict[str, str]]]
+    parse: Callable[[R, Any], O]  # (row, ChatResult for free text | the validated JSON object) -> output
+    response_format: Callable[[R], type[BaseModel]] | None = None
+
+    def schema(self, row: R) -> dict | None:
+        return self.response_format(row).model_json_schema() if self.response_format is not None else None
+
+
+async def call_stage(pool: Any, stage: LLMStage[R, O], model: str, row: R, *, sampling: dict | None = None,
+                     max_tokens: int | None = None, nonce: str | int | None = None) -> tuple[O, ChatResult]:
+    """One call of ``stage`` for ``row`` on ``model``: (parsed output, the call's result). Raises
+    :class:`flows.llm.client.LLMCallError` (and whatever ``parse`` raises)."""
+    messages = stage.prompt(row)
+    schema = stage.schema(row)
+    if schema is None:
+        res = await pool.chat(model, messages, sampling=sampling, template_version=stage.version(row),
+                              max_tokens=max_tokens, nonce=nonce)
+        return stage.parse(row, res), res
+    data, res = await pool.chat_json(model, messages, schema=schema, template_version=stage.version(row),
+                                     sampling=sampling, max_tokens=max_tokens, nonce=nonce, schema_name=stage.name)
+    return stage.parse(row, data), res
+
+
+__all__ = ["LLMStage", "call_stage"]
