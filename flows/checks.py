@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from schemas.defects import DefectContext, first_defect, guidance as defect_guidance, turn_defects
 from schemas.records import normalise_text
 
 CLEANING_VERSION = "clean-v1"
@@ -244,17 +245,21 @@ class TurnProblem:
             "wrong_language": "Reply in plain English only.",
             "leaked_role_tag": "Write only the spoken words, without names, tags or labels.",
             "leaked_instruction": "Write only what the speaker says; do not mention these instructions.",
-        }.get(self.gate, "Write one short, natural spoken line.")
+        }.get(self.gate) or defect_guidance(self.gate)
 
 
 def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_reason: str | None = None,
-                 language: str = "en", hard_cap: int | None = None) -> TurnProblem | None:
+                 language: str = "en", hard_cap: int | None = None, prompt: str = "") -> TurnProblem | None:
     """The first problem of a cleaned turn (None when it passes): the same gates as :func:`check_dialogue`,
-    used during generation to retry with guidance."""
+    used during generation to retry with guidance. The defect catalogue (:mod:`schemas.defects`) runs first."""
     if not text.strip() or not any(ch.isalnum() for ch in text):
         return TurnProblem("empty_turn")
     n = count_words(text)
     cap = hard_cap or word_cap
+    defect = first_defect(text, DefectContext(earlier=tuple(earlier), prompt=prompt, word_cap=cap,
+                                              finish_reason=finish_reason, language=language))
+    if defect is not None:
+        return TurnProblem(*defect)
     if n > cap:
         return TurnProblem("over_word_cap", f"{n} words > {cap}")
     if _leaked_instruction(text):
@@ -313,6 +318,8 @@ def _all_turn_problems(text: str, earlier: Sequence[str], cap: int, finish_reaso
     if not text.strip() or not any(ch.isalnum() for ch in text):
         yield "empty_turn", ""
         return
+    yield from turn_defects(text, DefectContext(earlier=tuple(earlier), word_cap=cap, finish_reason=finish_reason,
+                                                language=language))
     n = count_words(text)
     if n > cap:
         yield "over_word_cap", f"{n}>{cap}"
