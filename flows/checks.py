@@ -251,15 +251,11 @@ class TurnProblem:
 def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_reason: str | None = None,
                  language: str = "en", hard_cap: int | None = None, prompt: str = "") -> TurnProblem | None:
     """The first problem of a cleaned turn (None when it passes): the same gates as :func:`check_dialogue`,
-    used during generation to retry with guidance. The defect catalogue (:mod:`schemas.defects`) runs first."""
+    used during generation to retry with guidance. The defect catalogue (:mod:`schemas.defects`) runs last."""
     if not text.strip() or not any(ch.isalnum() for ch in text):
         return TurnProblem("empty_turn")
     n = count_words(text)
     cap = hard_cap or word_cap
-    defect = first_defect(text, DefectContext(earlier=tuple(earlier), prompt=prompt, word_cap=cap,
-                                              finish_reason=finish_reason, language=language))
-    if defect is not None:
-        return TurnProblem(*defect)
     if n > cap:
         return TurnProblem("over_word_cap", f"{n} words > {cap}")
     if _leaked_instruction(text):
@@ -278,7 +274,9 @@ def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_rea
         return TurnProblem("repetition_across_turns", f"repeats turn {j}")
     if is_truncated(text, finish_reason):
         return TurnProblem("truncated_turn", "length" if finish_reason == "length" else "dangling end")
-    return None
+    defect = first_defect(text, DefectContext(earlier=tuple(earlier), prompt=prompt, word_cap=cap,
+                                              finish_reason=finish_reason, language=language))
+    return TurnProblem(*defect) if defect is not None else None
 
 
 # ---- dialogue gates --------------------------------------------------------------------------------------------
@@ -306,7 +304,12 @@ def check_dialogue(texts: Sequence[str], word_cap: int, *, expected_turns: int |
     hard_cap = max(1, int(word_cap * cap_slack))
     for i, text in enumerate(texts):
         fr = finish_reasons[i] if finish_reasons and i < len(finish_reasons) else None
-        for gate, detail in _all_turn_problems(text, texts[:i], hard_cap, fr, language):
+        found = list(_all_turn_problems(text, texts[:i], hard_cap, fr, language))
+        seen = {g for g, _ in found}
+        found += [(g, d) for g, d in turn_defects(text, DefectContext(earlier=tuple(texts[:i]), word_cap=hard_cap,
+                                                                      finish_reason=fr, language=language))
+                  if _SAME_AS.get(g) not in seen and not (g == "empty" and "empty_turn" in seen)]
+        for gate, detail in found:
             res.failures.append(f"{gate}:{i}" + (f":{detail}" if detail else ""))
     words = " ".join(texts)
     if language == "en" and count_words(words) >= 20 and function_word_share(words) < 0.15:
@@ -314,12 +317,16 @@ def check_dialogue(texts: Sequence[str], word_cap: int, *, expected_turns: int |
     return res
 
 
+# a defect class of the catalogue that an older gate above already reports for the same turn is not repeated
+_SAME_AS = {"role_prefix": "leaked_role_tag", "meta_talk": "leaked_instruction", "turn_copy": "repetition_across_turns",
+            "over_long": "over_word_cap", "charset": "wrong_script", "language": "wrong_language",
+            "truncated": "truncated_turn"}
+
+
 def _all_turn_problems(text: str, earlier: Sequence[str], cap: int, finish_reason: str | None, language: str):
     if not text.strip() or not any(ch.isalnum() for ch in text):
         yield "empty_turn", ""
         return
-    yield from turn_defects(text, DefectContext(earlier=tuple(earlier), word_cap=cap, finish_reason=finish_reason,
-                                                language=language))
     n = count_words(text)
     if n > cap:
         yield "over_word_cap", f"{n}>{cap}"

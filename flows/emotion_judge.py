@@ -24,10 +24,12 @@ least ``min_support`` of the turns supported -> accepted; otherwise uncertain. N
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 
 from schemas.records import Judgement
 from schemas.taxonomy import Taxonomy
-from warehouse.embeddings import Embedder, EmbeddingCache
+from warehouse.embeddings import Embedder, EmbedderMissing, EmbeddingCache
 
 log = logging.getLogger("emoforge.emotion_judge")
 
@@ -303,14 +305,16 @@ def load_or_train(home: Path, spec: TrainSpec | None = None, embedder: Embedder 
 
 
 _LOADED: dict[str, EmotionJudge] = {}
+_LOCK = threading.Lock()
 
 
 def judge_for_home(home: Path) -> EmotionJudge:
-    """One judge per home and process (the build calls this from every shard)."""
+    """One judge per home and process (the build calls this from every shard; the first call may train)."""
     key = str(Path(home).resolve())
-    if key not in _LOADED:
-        _LOADED[key] = load_or_train(Path(home))
-    return _LOADED[key]
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = load_or_train(Path(home))
+        return _LOADED[key]
 
 
 # ---- judgements and the decision -------------------------------------------------------------------------------
@@ -337,6 +341,27 @@ def classifier_judgement(judge: EmotionJudge, jid: str, dialogue_id: str, texts:
     )
 
 
+def unavailable_judgement(jid: str, dialogue_id: str, why: str) -> Judgement:
+    """What is recorded when the judge cannot run: ``uncertain``, so nothing is accepted unsupported."""
+    return Judgement(id=jid, dialogue_id=dialogue_id, judge_id="classifier:emotion-unavailable", kind=JUDGE_KIND,
+                     verdict="uncertain", failures=[f"emotion_judge_unavailable:-:{why[:300]}"],
+                     rationale=f"emotion judge unavailable: {why[:300]}")
+
+
+async def emotion_judgement(home: Path, jid: str, dialogue_id: str, texts: Sequence[str], emotions: Sequence[str],
+                            tax: Taxonomy) -> Judgement:
+    """The classifier judgement of a dialogue, computed off the event loop (the first call may train the head);
+    a judge that cannot be built gives :func:`unavailable_judgement`."""
+    def run() -> Judgement:
+        try:
+            return classifier_judgement(judge_for_home(home), jid, dialogue_id, texts, emotions, tax)
+        except (EmotionJudgeError, EmbedderMissing, ImportError, OSError) as exc:
+            log.warning("emotion judge unavailable: %s", exc)
+            return unavailable_judgement(jid, dialogue_id, str(exc))
+
+    return await asyncio.to_thread(run)
+
+
 def classifier_score(j: Judgement) -> float:
     """The dialogue's classifier score on the judges' 1-5 scale (mean per-turn fidelity)."""
     return float(np.mean(j.emotion_fidelity)) if j.emotion_fidelity else 1.0
@@ -358,5 +383,5 @@ def classifier_decision(clf: Judgement | None, llm_note: str = "") -> tuple[str,
 __all__ = [
     "EmotionJudge", "EmotionJudgeError", "JUDGE_KIND", "TrainSpec", "auroc", "balanced_sample", "classifier_decision",
     "classifier_judgement", "classifier_score", "dailydialog_dialogues", "erc_class", "goemotions_examples",
-    "judge_for_home", "load_or_train", "swap_pairs",
+    "emotion_judgement", "judge_for_home", "load_or_train", "swap_pairs", "unavailable_judgement",
 ]

@@ -26,8 +26,10 @@ from typing import Any, Sequence
 
 from flows.build_config import GenerationConfig, JudgingConfig
 from flows.checks import CLEANING_VERSION, clean_turn, count_words, turn_problem
+from flows.emotion_judge import emotion_judgement
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
-from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_max_tokens, turn_messages
+from flows.prompt_styles import instructions_text, model_spec, turn_request
+from flows.prompts import speaker_of, turn_max_tokens
 from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id, text_hash
 from schemas.taxonomy import Taxonomy
 from warehouse.store import Warehouse
@@ -84,12 +86,12 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
         last = "no attempt"
         attempt = 0
         while attempt < gen.max_attempts_per_turn:
-            messages = turn_messages(scenario, tax, out.texts, retries)
+            messages, extra, template = turn_request(model_spec(pool, model), scenario, tax, out.texts, retries)
             out.calls += 1
             try:
                 res = await pool.chat(
-                    model, messages, sampling={"seed": turn_seed(scenario.id, idx, attempt)},
-                    template_version=f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}", max_tokens=turn_max_tokens(cap),
+                    model, messages, sampling={"seed": turn_seed(scenario.id, idx, attempt), **extra},
+                    template_version=template, max_tokens=turn_max_tokens(cap),
                 )
             except LLMCallError as exc:
                 if exc.kind == "early_stop":
@@ -98,7 +100,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                     # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
                     # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less
                     text = clean_turn(exc.text, cap)
-                    problem = turn_problem(text, out.texts, cap, finish_reason="length", language=gen.language)
+                    problem = turn_problem(text, out.texts, cap, finish_reason="length", language=gen.language,
+                                           prompt=instructions_text(messages))
                     attempt += 1
                     if problem is None:
                         out.texts.append(text)
@@ -121,7 +124,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
             raw = _result_text(res)
             finish = getattr(res, "finish_reason", None)
             text = clean_turn(raw, cap)
-            problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language)
+            problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language,
+                                   prompt=instructions_text(messages))
             attempt += 1
             if problem is None:
                 out.texts.append(text)
@@ -291,7 +295,12 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
                 ctx.progress.judged(jm)
     for g in sorted({f.split(":", 1)[0] for f in chk.failures}):
         summary.gates[g] += 1
-    return decide(chk, llm, ctx.jud, errors, advisory=ctx.advisory_judges)
+    clf = None
+    if ctx.advisory_judges and chk.verdict == "accept":  # tiny judges: checks + the classifier judge decide
+        clf = await emotion_judgement(ctx.home, judgement_id(did, "classifier:emotion", th), did, texts,
+                                      scenario.emotions[:len(texts)], ctx.tax)
+        sink.add("judgements", [clf])
+    return decide(chk, llm, ctx.jud, errors, advisory=ctx.advisory_judges, classifier=clf)
 
 
 async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardSummary, sink: RecordSink) -> None:

@@ -1,0 +1,104 @@
+"""How each kind of model is asked for a turn: instruction-tuned models as a chat, base models as a transcript.
+
+Gemma 3 270M (the embedded ``gemma3-270m``) is a *base* model: asked in chat it loops or writes instructions back.
+It continues text well, so it gets a transcript to continue (:func:`completion_messages`): a short header, a few
+example dialogues written for this project (speaker + feeling tags), the conversation so far, and the speaker's
+tag with the target feeling, e.g. ``B (worried):``. The transcript goes through the chat endpoint as an
+*assistant prefill* (llama.cpp continues a final assistant message), and the stop sequences end the line at the
+next newline, so the reply is one spoken line. Instruction-tuned models (SmolLM2-Instruct and every remote model)
+keep the chat prompt of :func:`flows.prompts.turn_messages`.
+
+:func:`turn_request` is the one entry point of the generation loop: messages, extra sampling and the template
+version of a call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_messages
+from schemas.records import Scenario
+from schemas.taxonomy import Taxonomy
+
+COMPLETION_TEMPLATE_VERSION = "turn-completion-v1"
+BASE_MODELS = frozenset({"gemma3-270m"})  # embedded keys of base (not instruction-tuned) models
+STOP = ["\n", "<end_of_turn>", "<start_of_turn>", "\nA (", "\nB ("]
+
+# Short example dialogues written for this project (not taken from any dataset): everyday topics, one feeling per
+# line, lines of 6-20 words that end with a full stop, question or exclamation mark.
+EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("Travel", (
+        ("excited", "I finally booked the train tickets to the coast for next weekend!"),
+        ("worried", "That sounds lovely, but did you check whether the storm is still coming?"),
+        ("hopeful", "The forecast says it should clear up by Saturday morning."),
+        ("relieved", "Good, then I'll pack my swimsuit after all."),
+    )),
+    ("Work", (
+        ("frustrated", "My manager moved the deadline up again, and nobody asked me first."),
+        ("curious", "Did she say why it suddenly has to be done by Friday?"),
+        ("disappointed", "Only that the client wants it early, so my weekend is gone."),
+        ("grateful", "Thanks for listening, honestly, it helps to say it out loud."),
+    )),
+    ("Family", (
+        ("nostalgic", "I found the old photo album with pictures from Grandma's farm."),
+        ("amused", "Is that the one where Dad fell into the duck pond?"),
+        ("happy", "Yes, and he is still laughing about it in the picture!"),
+    )),
+)
+
+
+def is_base_model(spec: Any) -> bool:
+    """Whether a model (a ``ModelSpec``) is a base model to prompt as a transcript."""
+    return getattr(spec, "embedded", None) in BASE_MODELS and not getattr(spec, "endpoints", None)
+
+
+def _tag(speaker: str, emotion: str) -> str:
+    return f"{speaker} ({emotion.lower()}):"
+
+
+def completion_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str]) -> list[dict[str, str]]:
+    """The transcript of turn ``len(history)`` as a user header + an assistant prefill to continue."""
+    idx = len(history)
+    domain = tax.domain[scenario.domain]
+    blocks = []
+    for topic, lines in EXAMPLES:
+        body = "\n".join(f"{_tag(speaker_of(i), emo)} {text}" for i, (emo, text) in enumerate(lines))
+        blocks.append(f"Topic: {topic}\n{body}")
+    so_far = "\n".join(f"{_tag(speaker_of(i), scenario.emotions[i])} {t}" for i, t in enumerate(history))
+    current = f"Topic: {domain.name} ({domain.description.rstrip('.')})\n" + (so_far + "\n" if so_far else "")
+    prefill = "\n\n".join(blocks) + "\n\n" + current + _tag(speaker_of(idx), scenario.emotions[idx])
+    header = ("Transcripts of short spoken conversations between two people, A and B. Each line is one thing a "
+              "person says out loud, in plain English, with their feeling in brackets.")
+    return [{"role": "user", "content": header}, {"role": "assistant", "content": prefill}]
+
+
+def turn_request(spec: Any, scenario: Scenario, tax: Taxonomy, history: Sequence[str],
+                 retries: Sequence[tuple[str, str]] = ()) -> tuple[list[dict[str, str]], dict, str]:
+    """(messages, extra sampling, template version) of a turn call for a model. A base model's retry is a new
+    sample (its seed changes per attempt); guidance is for chat models."""
+    if is_base_model(spec):
+        return (completion_messages(scenario, tax, history), {"stop": list(STOP)},
+                f"{scenario.prompt_version}/{COMPLETION_TEMPLATE_VERSION}")
+    return turn_messages(scenario, tax, history, retries), {}, f"{scenario.prompt_version}/{TURN_TEMPLATE_VERSION}"
+
+
+def instructions_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The instruction part of a turn prompt (system + first user message; never an earlier reply or a
+    transcript prefill): what a reply must not copy (``schemas.defects.copy_of_prompt``)."""
+    out = []
+    for m in messages:
+        if m.get("role") == "system" or (m.get("role") == "user" and not any(x.get("role") == "user" for x in out)):
+            out.append(m)
+    if messages and messages[-1].get("role") == "assistant":  # a transcript prefill (examples + history)
+        out.append(messages[-1])
+    return "\n".join(str(m.get("content", "")) for m in out)
+
+
+def model_spec(pool: Any, model: str) -> Any:
+    """The ``ModelSpec`` of ``model`` in the pool's config (None for a pool without one)."""
+    models = getattr(getattr(pool, "config", None), "models", None) or {}
+    return models.get(model)
+
+
+__all__ = ["BASE_MODELS", "COMPLETION_TEMPLATE_VERSION", "EXAMPLES", "completion_messages", "instructions_text",
+           "is_base_model", "model_spec", "turn_request"]
