@@ -362,9 +362,9 @@ async def emotion_judgement(home: Path, jid: str, dialogue_id: str, texts: Seque
     return await asyncio.to_thread(run)
 
 
-def classifier_score(j: Judgement) -> float:
-    """The dialogue's classifier score on the judges' 1-5 scale (mean per-turn fidelity)."""
-    return float(np.mean(j.emotion_fidelity)) if j.emotion_fidelity else 1.0
+def classifier_score(j: Judgement) -> float | None:
+    """The dialogue's classifier score on the judges' 1-5 scale (mean per-turn fidelity); None when it did not run."""
+    return float(np.mean(j.emotion_fidelity)) if j.emotion_fidelity else None
 
 
 def classifier_decision(clf: Judgement | None, llm_note: str = "") -> tuple[str, str, float | None]:
