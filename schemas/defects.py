@@ -47,7 +47,7 @@ Check = Callable[[str, DefectContext], "str | None"]
 
 # ---- not speech ------------------------------------------------------------------------------------------------
 _MARKUP = re.compile(
-    r"[{}]|```|`[^`\n]{1,60}`|</?[A-Za-z][\w-]*(?:\s[^<>]{0,80})?/?>|\"\w[\w ]{0,30}\"\s*:|&(?:[a-z]{2,6}|#\d{2,5});"
+    r"[{}`]|</?[A-Za-z][\w-]*(?:\s[^<>]{0,80})?/?>|\"\w[\w ]{0,30}\"\s*:|&(?:[a-z]{2,6}|#\d{2,5});"
     r"|^\s*#{1,6}\s|^\s*[-*+]\s|\|\s*\w[^|]*\|\s*$|^\s*\[\s*[\"{\d]|:\s*(?:null|true|false)\b",
     re.M,
 )
@@ -222,7 +222,7 @@ def truncated(text: str, ctx: DefectContext) -> str | None:
         return f"ends on {last_char!r}"
     if last_char not in _TERMINAL and last in _DANGLING:
         return f"ends on {last!r}"
-    if last_char not in _TERMINAL and not _EMOJI.search(t[-4:]) and count_words(t) >= 3:
+    if last_char not in _TERMINAL and not _EMOJI.search(t[-4:]):
         return "no sentence end"
     return None
 
@@ -235,6 +235,26 @@ _FUNCTION_WORDS_EN = frozenset(
     "any more most much many up out than then now oh yes yeah well like get got go going know think love feel "
     "let's it's i'm that's don't can't you're we're isn't ok okay please thanks sure".split()
 )
+# the most frequent function words of languages a small model drifts into; words that are also English are removed
+_FOREIGN_FUNCTION_WORDS = {
+    "es": "el la los las de del que y en un una es por para con se su al lo como más pero sus ya este sí porque esta "
+          "entre cuando muy sin sobre también hasta hay donde quien desde todo nos durante todos uno les ni otros ese "
+          "eso ellos esto mí antes algunos qué unos yo otro otras otra él tanto esa estos mucho nada cual poco ella "
+          "estar estas algo nosotros mi mis tú te ti tu tus sé",
+    "fr": "le la les de des du un une et est en que qui dans pour pas ne sur au aux avec ce cette il elle nous vous ils "
+          "je tu on mais ou où son sa ses leur plus se par être avoir fait très tout bien",
+    "de": "der die das und ist nicht ein eine zu den von mit sich des auf für im dem ich du er sie es wir ihr aber auch "
+          "noch nach wie wenn weil oder kein keine habe haben hat wann",
+    "it": "il lo la gli le di del della che e è un una per non con su da mi ti ci si ma anche come più sono ho hai "
+          "siamo questo quello se",
+    "pt": "o os as de do da dos das que e é um uma para com não em no na se por mais mas como eu você ele ela nós eles "
+          "muito também já",
+    "id": "yang dan di ke dari ini itu dengan untuk tidak ada saya kamu kita kami akan bisa apakah atau juga sudah "
+          "belum dia mereka",
+    "nl": "de het een en van ik je jij hij zij wij niet dat die op te met voor maar ook nog wel",
+}
+_NOT_FOREIGN = _FUNCTION_WORDS_EN | frozenset("die come son sin plus men hat be me he have con son ten dan ada".split())
+_FOREIGN_SETS = {lang: frozenset(words.split()) - _NOT_FOREIGN for lang, words in _FOREIGN_FUNCTION_WORDS.items()}
 _MOJIBAKE = re.compile(r"â€|Ã[\x80-\xbf]|Â[\xa0-\xbf]|\ufffd|ï»¿")
 
 
@@ -265,8 +285,19 @@ def charset_off(text: str, ctx: DefectContext) -> str | None:
 
 
 def language_off(text: str, ctx: DefectContext) -> str | None:
-    """Not the expected language (English: 8+ words and under 10% English function words)."""
-    if ctx.language != "en" or count_words(text) < 8:
+    """Not the expected language (English): 5+ words and more function words of another language (Spanish, French,
+    German, Italian, Portuguese, Indonesian, Dutch) than of English, at least a quarter of the words; or 8+ words
+    and under 10% English function words (gibberish)."""
+    if ctx.language != "en":
+        return None
+    words = [w.lower() for w in re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?", text)]
+    if len(words) >= 5:
+        en = sum(1 for w in words if w.replace("’", "'") in _FUNCTION_WORDS_EN) / len(words)
+        lang, share = max(((k, sum(1 for w in words if w in v) / len(words)) for k, v in _FOREIGN_SETS.items()),
+                          key=lambda kv: kv[1])
+        if share >= 0.25 and share > en:
+            return f"{lang} function words {share:.0%} > english {en:.0%}"
+    if count_words(text) < 8:
         return None
     share = function_word_share(text)
     return f"english function words {share:.0%}" if share < 0.1 else None
