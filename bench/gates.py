@@ -93,7 +93,7 @@ _META = [
 def _words(rng: random.Random, n: int) -> str:
     letters = "bcdfghklmnprstvz"
     vow = "aeiou"
-    return " ".join("".join(rng.choice(letters) + rng.choice(vow) for _ in range(rng.randint(1, 3))) for _ in range(n))
+    return " ".join("".join(rng.choice(letters) + rng.choice(vow) for _ in range(rng.randint(2, 4))) for _ in range(n))
 
 
 def corrupt(cls: str, t: str, d: list[str], i: int, prompt: str, rng: random.Random, others: list[str]) -> tuple[str, dict]:
@@ -129,7 +129,8 @@ def corrupt(cls: str, t: str, d: list[str], i: int, prompt: str, rng: random.Ran
     if cls == "turn_copy":
         longer = [j for j in range(i) if count_words(d[j]) >= 3]
         prev = d[rng.choice(longer)] if longer else d[i - 1]
-        return rng.choice([prev, prev.upper(), prev.rstrip(".!? ") + "!", prev + " Yes."]), {}
+        variants = [prev, prev.upper(), prev.rstrip(".!? ") + "!"] + ([prev + " Yes."] if count_words(prev) >= 3 else [])
+        return rng.choice(variants), {}
     if cls == "truncated":
         cut = rng.uniform(0.35, 0.9)
         pos = max(3, int(len(t) * cut))
@@ -172,8 +173,8 @@ def sources(split: str, quick: bool, rng: random.Random) -> list[tuple[str, list
     dd = dailydialog_dialogues(BENCH, split)
     es = esconv("valid" if split == "validation" else split)
     if quick:
-        dd = rng.sample(dd, min(150, len(dd)))
-        es = rng.sample(es, min(25, len(es)))
+        dd = rng.sample(dd, min(100, len(dd)))
+        es = rng.sample(es, min(15, len(es)))
     return [("dailydialog", dd, True), ("esconv", es, False)]
 
 

@@ -117,8 +117,8 @@ _META = re.compile(
     r"\bas an ai\b|\bi(?:'m| am) an ai\b|\b(?:an? |the )?(?:ai |large )?language model\b|\bas an? (?:helpful )?assistant\b"
     r"|^\W*(?:sure|certainly|okay|ok|of course)?[!,.]?\s*here(?:'s| is| are) (?:my|the|a|an|your|one|some) (?:\w+ ){0,3}"
     r"(?:line|lines|reply|replies|response|responses|answer|turn|dialogue|conversation|sentence|version|continuation|example)s?\b"
-    r"|\bmy (?:next|first|last|following) (?:line|reply|turn|response|message)\b|\bmy (?:response|reply|answer) (?:to you|is|would be|as)\b"
-    r"|\brespond(?:ing)? with\b|\b(?:the|this) (?:user|assistant)\b(?! name)|\btarget emotion\b|\bemotion\s*:\s*\w+|\byour feeling\s*:"
+    r"|\bmy (?:next|first|last|following) (?:line|reply|turn|response|message)\b|\bmy (?:response|reply) to you\b|\bmy (?:response|reply|answer)(?: is| would be)?\s*[:\"\u201c]"
+    r"|\brespond(?:ing)? with\b|\b(?:the|this) (?:user|assistant)(?:'s)?(?:\s+(?:wants?|asked|asks|says|said|is|was|needs?|requested|prompt|message|input|question|request)\b|\s*[.,!?;:)]|$)|\btarget emotion\b|\bemotion\s*:\s*\w+|\byour feeling\s*:"
     r"|\bword (?:cap|limit|count)\b|\b(?:at most|no more than|fewer than|under|maximum of) \d+ words\b|\bconversation so far\b"
     r"|\bnext line\b|\bwrite (?:the|your|a|my) (?:next )?(?:line|reply|turn|response)\b|\bin character\b|\bstay in role\b"
     r"|\bi (?:cannot|can't|am unable to) (?:assist with|help with (?:that|this) request|comply with|fulfil|fulfill)\b|\blet the words show\b"
@@ -147,10 +147,15 @@ def _jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
+def _contains(words: Sequence[str], part: Sequence[str]) -> bool:
+    n = len(part)
+    return any(list(words[k:k + n]) == list(part) for k in range(len(words) - n + 1))
+
+
 def copy_of_earlier_turn(text: str, ctx: DefectContext) -> str | None:
-    """The same line as an earlier turn (normalised; a line under 4 words only when it repeats one of the two
-    turns just before: "OK." twice in a long talk is normal), or nearly (both 4+ words: word-bigram Jaccard >= 0.7
-    or word-set Jaccard >= 0.85)."""
+    """The same line as an earlier turn (normalised; a line under 3 words only when it repeats one of the two
+    turns just before: "OK." twice in a long talk is normal), an earlier line of 3+ words with one or two words
+    added, or nearly (both 4+ words: word-bigram Jaccard >= 0.7 or word-set Jaccard >= 0.85)."""
     norm = normalise_text(text)
     words = norm.split()
     n = len(ctx.earlier)
@@ -158,9 +163,11 @@ def copy_of_earlier_turn(text: str, ctx: DefectContext) -> str | None:
         pn = normalise_text(prev)
         if not pn:
             continue
-        if pn == norm and (len(words) >= 4 or i >= n - 2):
+        if pn == norm and (len(words) >= 3 or i >= n - 2):
             return f"copies turn {i}"
         pw = pn.split()
+        if len(pw) >= 3 and 0 < len(words) - len(pw) <= 2 and _contains(words, pw):
+            return f"repeats turn {i} with {len(words) - len(pw)} word(s) added"
         if len(words) >= 4 and len(pw) >= 4:
             jb = _jaccard(_grams(words, 2), _grams(pw, 2))
             if jb >= 0.7 or _jaccard(set(words), set(pw)) >= 0.85:
