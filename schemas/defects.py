@@ -279,15 +279,17 @@ def function_word_share(text: str) -> float:
 
 def charset_off(text: str, ctx: DefectContext) -> str | None:
     """Characters a speaker cannot say: control characters, the replacement character or mojibake, or (for a
-    Latin-script language) letters of another script."""
+    Latin-script language) two or more letters of another script."""
     ctrl = [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") and ch not in "\n\t"]
     if ctrl:
         return f"control character U+{ord(ctrl[0]):04X}"
     m = _MOJIBAKE.search(text)
     if m:
         return f"mojibake {m.group(0)!r}"
-    if ctx.language in ("en", "fr", "de", "es", "it", "pt", "nl") and latin_share(text) < 0.95:
-        return f"latin letters {latin_share(text):.0%}"
+    if ctx.language in ("en", "fr", "de", "es", "it", "pt", "nl", "id"):
+        other = [ch for ch in text if ch.isalpha() and not (ch.isascii() or "LATIN" in unicodedata.name(ch, ""))]
+        if len(other) >= 2:
+            return f"{len(other)} letters of another script ({''.join(other[:6])})"
     return None
 
 
