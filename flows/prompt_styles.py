@@ -48,8 +48,9 @@ EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 
 
 def is_base_model(spec: Any) -> bool:
-    """Whether a model (a ``ModelSpec``) is a base model to prompt as a transcript."""
-    return getattr(spec, "embedded", None) in BASE_MODELS and not getattr(spec, "endpoints", None)
+    """Whether a model (a ``ModelSpec``) is a base model to prompt as a transcript (the embedded server fills in
+    its endpoints, so the ``embedded`` key alone decides)."""
+    return getattr(spec, "embedded", None) in BASE_MODELS
 
 
 def _tag(speaker: str, emotion: str) -> str:
