@@ -127,14 +127,19 @@ _META = re.compile(
     r"|^\W*you are (?:now |playing |role-?playing )",
     re.I | re.M,
 )
+_SPEAKER_AS_PERSON = re.compile(
+    r"\((?:[AB]|[Ss]peaker [AB12]|[Pp]erson [AB12])\)|(?:^|[.!?]\s+|\b(?:and|but|said|says|told|asked) )[AB] (?:is|was|says|said|asks|asked|"
+    r"has|had|replies|replied|responds|responded|wants|wanted|thinks|feels|felt|looks|smiles|laughs|goes|went)\b"
+    r"|^\W*[Yy]ou are (?:a|an) (?:\w+ ){0,3}\w+\s*\(|^\W*(?:[Tt]his|[Tt]he) conversation (?:was|is|ended|will|started)\b")
 _FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:with|to) [AB]\b(?![\w'])|\b(?:person|speaker) [AB]\b(?![\w'])|\b[Yy]ou are [AB]\b(?![\w'])|\b[AB]'s (?:next )?(?:line|turn|reply)\b")
 
 
 def meta_talk(text: str, ctx: DefectContext) -> str | None:
     """Instruction echo and talk about the task instead of the conversation: "You are a person talking with B",
+    the speakers' labels used as people ("A is going upstairs", "Bethany (A) says"), "This conversation was about",
     "As an AI", "Here is my reply", "My next line", "My response to you is", "respond with", "the user",
     the word cap or target emotion repeated back."""
-    m = _META.search(text) or _FRAMING.search(text)
+    m = _META.search(text) or _FRAMING.search(text) or _SPEAKER_AS_PERSON.search(text)
     return f"meta-talk {m.group(0).strip()[:40]!r}" if m else None
 
 

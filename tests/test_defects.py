@@ -32,6 +32,11 @@ BAD = [
     ("meta_talk", "Here is my reply: I love that song too.", {}),
     ("meta_talk", "I will respond with a short happy sentence.", {}),
     ("meta_talk", "Let me know what the user wants next.", {}),
+    # seen in accepted dialogues of the embedded default before the catalogue
+    ("meta_talk", "You are a teacher (you have just graduated from college and want some advice).", {}),
+    ("meta_talk", "Bethleye (A) says the show is awesome and I'll be happy with it!", {}),
+    ("meta_talk", "A is going upstairs - in Sydney!", {}),
+    ("meta_talk", "This conversation was about something else entirely.", {}),
     ("prompt_copy", "Speak naturally, like a real person, in plain English.",
      {"prompt": "You are A, a person talking with B. Speak naturally, like a real person, in plain English. "
                 "Answer with only the words you say out loud."}),
@@ -70,6 +75,9 @@ GOOD = [
     ("My response would be the same as yours, honestly.", {}),
     ("It stands 320m ( 1050ft ) high .", {}),
     ("Café au lait for me, please.", {}),
+    ("You are a genius!", {}),
+    ("I got an A in math, can you believe it?", {}),
+    ("Plan B is better than nothing.", {}),
 ]
 
 
