@@ -1,11 +1,11 @@
 """How each kind of model is asked for a turn: instruction-tuned models as a chat, base models as a transcript.
 
 Gemma 3 270M (the embedded ``gemma3-270m``) is a *base* model: asked in chat it loops or writes instructions back.
-It continues text well, so it gets a transcript to continue (:func:`completion_messages`): a short header, a few
-example dialogues written for this project (speaker + feeling tags), the conversation so far, and the speaker's
-tag with the target feeling, e.g. ``B (worried):``. The transcript goes through the chat endpoint as an
-*assistant prefill* (llama.cpp continues a final assistant message), and the stop sequences end the line at the
-next newline, so the reply is one spoken line. Instruction-tuned models (SmolLM2-Instruct and every remote model)
+It continues text better, so it gets a transcript to continue (:func:`completion_messages`): a few example
+dialogues written for this project (speaker + feeling tags), the conversation so far, and the speaker's tag with
+the target feeling, e.g. ``B (worried):``. The transcript is the one user message of a chat call (llama.cpp's
+legacy ``gemma`` template does not continue a final assistant message, so no prefill), and the stop sequences end
+the line at the next newline or a new "Topic", so the reply is one spoken line or empty (then retried). Instruction-tuned models (SmolLM2-Instruct and every remote model)
 keep the chat prompt of :func:`flows.prompts.turn_messages`.
 
 :func:`turn_request` is the one entry point of the generation loop: messages, extra sampling and the template
@@ -20,9 +20,9 @@ from flows.prompts import TURN_TEMPLATE_VERSION, speaker_of, turn_messages
 from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
-COMPLETION_TEMPLATE_VERSION = "turn-completion-v1"
+COMPLETION_TEMPLATE_VERSION = "turn-completion-v2"
 BASE_MODELS = frozenset({"gemma3-270m"})  # embedded keys of base (not instruction-tuned) models
-STOP = ["\n", "<end_of_turn>", "<start_of_turn>", "\nA (", "\nB ("]
+STOP = ["\n", "<end_of_turn>", "<start_of_turn>", "Topic:", "Topic "]  # a new "Topic" = a new transcript: empty, retried
 
 # Short example dialogues written for this project (not taken from any dataset): everyday topics, one feeling per
 # line, lines of 6-20 words that end with a full stop, question or exclamation mark.
@@ -58,7 +58,7 @@ def _tag(speaker: str, emotion: str) -> str:
 
 
 def completion_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str]) -> list[dict[str, str]]:
-    """The transcript of turn ``len(history)`` as a user header + an assistant prefill to continue."""
+    """The transcript of turn ``len(history)``, ending with the speaker's tag, as one user message."""
     idx = len(history)
     domain = tax.domain[scenario.domain]
     blocks = []
@@ -67,10 +67,10 @@ def completion_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str
         blocks.append(f"Topic: {topic}\n{body}")
     so_far = "\n".join(f"{_tag(speaker_of(i), scenario.emotions[i])} {t}" for i, t in enumerate(history))
     current = f"Topic: {domain.name} ({domain.description.rstrip('.')})\n" + (so_far + "\n" if so_far else "")
-    prefill = "\n\n".join(blocks) + "\n\n" + current + _tag(speaker_of(idx), scenario.emotions[idx])
-    header = ("Transcripts of short spoken conversations between two people, A and B. Each line is one thing a "
-              "person says out loud, in plain English, with their feeling in brackets.")
-    return [{"role": "user", "content": header}, {"role": "assistant", "content": prefill}]
+    transcript = "\n\n".join(blocks) + "\n\n" + current + _tag(speaker_of(idx), scenario.emotions[idx])
+    # one user message: llama.cpp's built-in "gemma" template closes a final assistant message instead of letting the
+    # model continue it (measured: no prefill with the legacy template), and a separate header was echoed back
+    return [{"role": "user", "content": transcript}]
 
 
 def turn_request(spec: Any, scenario: Scenario, tax: Taxonomy, history: Sequence[str],
@@ -85,13 +85,11 @@ def turn_request(spec: Any, scenario: Scenario, tax: Taxonomy, history: Sequence
 
 def instructions_text(messages: Sequence[dict[str, Any]]) -> str:
     """The instruction part of a turn prompt (system + first user message; never an earlier reply or a
-    transcript prefill): what a reply must not copy (``schemas.defects.copy_of_prompt``)."""
+    assistant reply): what a reply must not copy (``schemas.defects.copy_of_prompt``)."""
     out = []
     for m in messages:
         if m.get("role") == "system" or (m.get("role") == "user" and not any(x.get("role") == "user" for x in out)):
             out.append(m)
-    if messages and messages[-1].get("role") == "assistant":  # a transcript prefill (examples + history)
-        out.append(messages[-1])
     return "\n".join(str(m.get("content", "")) for m in out)
 
 
