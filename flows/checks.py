@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from schemas.defects import CATALOGUE, Defect, DefectContext
 from schemas.text import count_words, normalise_text
 
 CLEANING_VERSION = "clean-v1"
@@ -232,6 +233,7 @@ class GateContext:
     language: str = "en"
     texts: Sequence[str] = ()
     expected_turns: int | None = None
+    prompt: str = ""  # the instructions of the call (a reply must not copy them)
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,22 @@ def _dialogue_language(text: str, ctx: GateContext) -> str | None:
     return f"function-word share {share:.2f}" if share < 0.15 else None
 
 
+def _defect_gate(defect: Defect) -> Gate:
+    """A class of the defect catalogue (:mod:`schemas.defects`) as a turn gate."""
+
+    def check(text: str, ctx: GateContext) -> str | None:
+        return defect.check(text, DefectContext(earlier=tuple(ctx.earlier), prompt=ctx.prompt, word_cap=ctx.word_cap,
+                                                finish_reason=ctx.finish_reason, language=ctx.language)) or None
+
+    return Gate(defect.name, check, defect.guidance.replace("{", "{{").replace("}", "}}"))
+
+
+# a catalogue class that an older gate above already reports for the same turn is not reported again by the audit
+_SAME_AS = {"empty": "empty_turn", "role_prefix": "leaked_role_tag", "meta_talk": "leaked_instruction",
+            "turn_copy": "repetition_across_turns", "over_long": "over_word_cap", "charset": "wrong_script",
+            "language": "wrong_language", "truncated": "truncated_turn"}
+
+
 # THE list: in-generation retries stop at the first turn gate that fails, the audit records every failure; a new
 # gate (e.g. a defect of the catalogue) is one more entry, placed where its check should run
 GATES: list[Gate] = [
@@ -313,6 +331,8 @@ GATES: list[Gate] = [
     Gate("repetition_across_turns", _repetition_across,
          "Your reply repeated an earlier line. Move the conversation forward with something new."),
     Gate("truncated_turn", _truncated, "Your reply stopped mid-sentence. Write one complete, short sentence."),
+    # the defect catalogue runs last: what an utterance is (not speech, meta-talk, copies, charset, truncation)
+    *(_defect_gate(d) for d in CATALOGUE),
     Gate("wrong_language", _dialogue_language, scope="dialogue"),
 ]
 NEAR_DUPLICATE = "near_duplicate"  # the gate across dialogues of a run, decided after the shards (flows.dedup)
@@ -332,21 +352,24 @@ class TurnProblem:
 def failing_gates(text: str, ctx: GateContext, *, scope: str = "turn", first: bool = False):
     """(gate, reason) for every gate of ``scope`` that ``text`` fails, in list order (only the first with
     ``first``)."""
+    seen: set[str] = set()
     for gate in GATES:
-        if gate.scope != scope:
+        if gate.scope != scope or _SAME_AS.get(gate.name) in seen:
             continue
         reason = gate.check(text, ctx)
         if reason is not None:
+            seen.add(gate.name)
             yield gate.name, reason
             if first or gate.final:
                 return
 
 
 def turn_problem(text: str, earlier: Sequence[str], word_cap: int, *, finish_reason: str | None = None,
-                 language: str = "en", hard_cap: int | None = None) -> TurnProblem | None:
+                 language: str = "en", hard_cap: int | None = None, prompt: str = "") -> TurnProblem | None:
     """The first turn gate a cleaned turn fails (None when it passes), used during generation to retry with
     guidance; the audit (:func:`check_dialogue`) runs the same gates in the same order."""
-    ctx = GateContext(earlier=earlier, word_cap=hard_cap or word_cap, finish_reason=finish_reason, language=language)
+    ctx = GateContext(earlier=earlier, word_cap=hard_cap or word_cap, finish_reason=finish_reason, language=language,
+                      prompt=prompt)
     for gate, reason in failing_gates(text, ctx, first=True):
         return TurnProblem(gate, reason)
     return None

@@ -26,10 +26,12 @@ from typing import Any, Sequence
 
 from schemas.config.generation import GenerationConfig, JudgingConfig
 from flows.checks import CLEANING_VERSION, clean_turn, turn_problem
+from flows.emotion_judge import emotion_judgement
 from flows.executor import RunControl, ShardProgress
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
 from flows.llm.client import LLMCallError
 from flows.llm.stage import call_stage
+from flows.prompt_styles import STOP, instructions_text, is_base_model, model_spec
 from flows.prompts import TURN_STAGE, JudgeParseError, TurnRow, speaker_of, turn_max_tokens
 from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
 from schemas.text import count_words, text_hash
@@ -73,17 +75,20 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                             progress: Any = None) -> GenOutcome:
     out = GenOutcome(scenario)
     cap = scenario.word_cap
+    base = {m: is_base_model(model_spec(pool, m)) for m in (scenario.model_a, scenario.model_b)}
     for idx in range(scenario.n_turns):
         model = scenario.model_a if speaker_of(idx) == "A" else scenario.model_b
         retries: list[tuple[str, str]] = []
         last = "no attempt"
         attempt = 0
         while attempt < gen.max_attempts_per_turn:
-            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries))
+            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries), base=base[model])
+            prompt = instructions_text(TURN_STAGE.prompt(row))
             out.calls += 1
             try:
                 text, res = await call_stage(pool, TURN_STAGE, model, row, max_tokens=turn_max_tokens(cap),
-                                             sampling={"seed": turn_seed(scenario.id, idx, attempt)})
+                                             sampling={"seed": turn_seed(scenario.id, idx, attempt),
+                                                       **({"stop": list(STOP)} if row.base else {})})
             except LLMCallError as exc:
                 # an ``early_stop`` of the client (its endpoints keep failing) fails the call like any other error:
                 # the dialogue fails, and the run's one early stop (the share of failed dialogues) decides
@@ -91,7 +96,8 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                     # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
                     # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less
                     text = clean_turn(exc.text, cap)
-                    problem = turn_problem(text, out.texts, cap, finish_reason="length", language=gen.language)
+                    problem = turn_problem(text, out.texts, cap, finish_reason="length", language=gen.language,
+                                           prompt=prompt)
                     attempt += 1
                     if problem is None:
                         out.texts.append(text)
@@ -113,7 +119,7 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                 continue  # same attempt again: the client already retried with backoff; cached calls are free
             raw = res.text or ""
             finish = res.finish_reason
-            problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language)
+            problem = turn_problem(text, out.texts, cap, finish_reason=finish, language=gen.language, prompt=prompt)
             attempt += 1
             if problem is None:
                 out.texts.append(text)
@@ -276,7 +282,12 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
                 ctx.progress.judged(jm)
     for g in sorted({f.split(":", 1)[0] for f in chk.failures}):
         summary.gates[g] += 1
-    return decide(chk, llm, ctx.jud, errors, advisory=ctx.advisory_judges)
+    clf = None
+    if ctx.advisory_judges and chk.verdict == "accept":  # tiny judges: checks + the classifier judge decide
+        clf = await emotion_judgement(ctx.home, judgement_id(did, "classifier:emotion", th), did, texts,
+                                      scenario.emotions[:len(texts)], ctx.tax)
+        sink.add("judgements", [clf])
+    return decide(chk, llm, ctx.jud, errors, advisory=ctx.advisory_judges, classifier=clf)
 
 
 async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardSummary, sink: RecordSink) -> None:

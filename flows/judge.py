@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from schemas.config.generation import JudgingConfig
 from flows.checks import check_dialogue
+from flows.emotion_judge import classifier_decision
 from flows.llm.client import LLMCallError
 from flows.llm.stage import call_stage
 from flows.prompts import JUDGE_STAGE, JudgeParseError, JudgeRow
@@ -111,12 +112,17 @@ def judges_decide(cfg: JudgingConfig, judge_models: Sequence[Any]) -> bool:
 
 
 def decide(checks: Judgement, llm: Sequence[Judgement], cfg: JudgingConfig,
-           judge_errors: Sequence[str] = (), *, advisory: bool = False) -> Decision:
+           judge_errors: Sequence[str] = (), *, advisory: bool = False, classifier: Judgement | None = None) -> Decision:
     """The decision from stored judgements and the current thresholds (pure; see :class:`JudgingConfig`).
-    ``advisory``: the judges' scores are reported but the checks decide."""
+    ``advisory``: the judges' scores are reported but the checks decide. With a ``classifier`` judgement (the
+    emotion judge, :mod:`flows.emotion_judge`), advisory judging means checks + classifier decide and what they
+    cannot support is ``uncertain``, never ``accepted``."""
     if checks.verdict == "reject":
         gates = sorted({f.split(":", 1)[0] for f in checks.failures})
         return Decision("rejected", "checks", "checks: " + ", ".join(gates), gates=gates)
+    if advisory and classifier is not None:
+        status, reason, score = classifier_decision(classifier)
+        return Decision(status, "classifier", reason, score)
     if advisory:
         if llm:
             scores = [judge_score(j) for j in llm]

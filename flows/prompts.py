@@ -18,15 +18,12 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, conlist, create_m
 from flows.checks import clean_turn
 from flows.llm.client import ChatResult
 from flows.llm.stage import LLMStage
+from flows.prompt_styles import COMPLETION_TEMPLATE_VERSION, completion_messages, speaker_of
 from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
 TURN_TEMPLATE_VERSION = "turn-v1"
 JUDGE_TEMPLATE_VERSION = "judge-v2"  # v2: the answer schema comes from the pydantic model judge_answer_model
-
-def speaker_of(idx: int) -> str:
-    return "A" if idx % 2 == 0 else "B"
-
 
 def transcript(texts: Sequence[str]) -> str:
     return "\n".join(f"{speaker_of(i)}: {t}" for i, t in enumerate(texts))
@@ -79,6 +76,13 @@ class TurnRow:
     tax: Taxonomy
     history: Sequence[str]
     retries: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    base: bool = False  # a base model (flows.prompt_styles): a transcript to continue, not a chat
+
+
+def _turn_prompt(row: TurnRow) -> list[dict[str, str]]:
+    if row.base:  # a base model's retry is a new sample (its seed changes per attempt); guidance is for chat models
+        return completion_messages(row.scenario, row.tax, row.history)
+    return turn_messages(row.scenario, row.tax, row.history, row.retries)
 
 
 def _turn_parse(row: TurnRow, res: ChatResult) -> str:
@@ -87,8 +91,9 @@ def _turn_parse(row: TurnRow, res: ChatResult) -> str:
 
 TURN_STAGE: LLMStage[TurnRow, str] = LLMStage(
     name="turn",
-    version=lambda row: f"{row.scenario.prompt_version}/{TURN_TEMPLATE_VERSION}",
-    prompt=lambda row: turn_messages(row.scenario, row.tax, row.history, row.retries),
+    version=lambda row: f"{row.scenario.prompt_version}/"
+                        f"{COMPLETION_TEMPLATE_VERSION if row.base else TURN_TEMPLATE_VERSION}",
+    prompt=_turn_prompt,
     parse=_turn_parse,
     response_format=None,  # a spoken line is free text: a JSON wrapper changes what small models write
 )

@@ -124,7 +124,7 @@ class Judgement(Record):
     table: typing.ClassVar[str] = "judgements"
     dialogue_id: str
     judge_id: str
-    kind: Literal["checks", "llm"]
+    kind: Literal["checks", "llm", "classifier"]
     coherence: int | None = None
     naturalness: int | None = None
     domain_fit: int | None = None

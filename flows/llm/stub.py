@@ -38,7 +38,8 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
-FAULTS = ("429", "500", "hang", "length", "invalid_json")
+FAULTS = ("429", "500", "hang", "length", "invalid_json", "json_fragment", "markup", "echo")
+CONTENT_FAULTS = ("json_fragment", "markup", "echo")  # a 200 answer whose text is not a spoken line (chat only)
 
 
 @dataclass
@@ -51,6 +52,10 @@ class StubConfig:
     p_hang: float = 0.0
     p_length: float = 0.0
     p_invalid_json: float = 0.0  # only json_schema / json_object requests
+    # malformed content in a 200 answer to a plain chat request: a fragment of JSON, markup, the prompt echoed back
+    p_json_fragment: float = 0.0
+    p_markup: float = 0.0
+    p_echo: float = 0.0
     retry_after_s: float = 0.5
     hang_s: float = 3600.0
     max_concurrency: int | None = None  # more in flight than this -> 429 with Retry-After
@@ -71,7 +76,8 @@ class StubConfig:
 
     def fault_probs(self) -> dict[str, float]:
         return {"429": self.p_429, "500": self.p_500, "hang": self.p_hang, "length": self.p_length,
-                "invalid_json": self.p_invalid_json}
+                "invalid_json": self.p_invalid_json, "json_fragment": self.p_json_fragment, "markup": self.p_markup,
+                "echo": self.p_echo}
 
 
 EMOTIONS = [
@@ -142,6 +148,19 @@ def dialogue_turn(messages: list[dict], rng: random.Random) -> str:
     opener = rng.choice(_OPENERS.get(emo, ["I see what you mean", "Okay, let me think about it"]))
     mid = rng.choice(_MIDDLES).format(d=dom)
     return " ".join(x for x in (f"{opener} {mid}.", rng.choice(_CLOSERS)) if x)
+
+
+def malformed_turn(fate: str, messages: list[dict], rng: random.Random) -> str:
+    """What a misbehaving server answers instead of a spoken line (the faults seen in the wild, issue 11)."""
+    if fate == "json_fragment":
+        return rng.choice(['{"coherence": 5, "verdict": ', '{"text": "Sure, that sounds good."}', '[{"role": "assistant"'])
+    if fate == "markup":
+        return rng.choice(["<p>I think we should go.</p>", "**Speaker B:** That is great news!",
+                           "```\nThat is great news.\n```", "## Reply\nThat is great news."])
+    system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
+    user = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    return rng.choice([system.split(". ")[0] + ".", "My next line, My response to you asked if you are fine.",
+                       " ".join(user.split()[-14:])])
 
 
 def instance_from_schema(schema: dict, rng: random.Random, *, root: dict | None = None, n_items: int = 0,
@@ -250,7 +269,7 @@ def _fate(cfg: StubConfig, body_hash: str, nth: int, json_req: bool) -> str:
     u = int.from_bytes(h[:8], "big") / 2**64
     acc = 0.0
     for name, p in cfg.fault_probs().items():
-        if name == "invalid_json" and not json_req:
+        if (name == "invalid_json" and not json_req) or (name in CONTENT_FAULTS and json_req):
             continue
         acc += p
         if u < acc:
@@ -316,6 +335,8 @@ def make_app(state: _State) -> web.Application:
                 text = json.dumps(obj)
                 if fate == "invalid_json":
                     text = text[: max(1, len(text) // 2)].rstrip("}") + ' "rationale": oops'
+            elif fate in CONTENT_FAULTS:
+                text = malformed_turn(fate, messages, rng)
             else:
                 text = dialogue_turn(messages, rng)
             words = text.split()
