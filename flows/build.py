@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,7 +27,9 @@ from flows.generate import BuildAborted, ShardContext, Stored, dialogue_id, run_
 from flows.judge import CHECKS_JUDGE_ID, judgement_id, judges_decide, near_duplicate_judgement
 from flows.scenarios import GridSpec, build_scenarios, pair_type
 from schemas.records import Judgement, Run, Scenario, content_id, text_hash, utcnow
+from flows.speech.retry import resynthesise_failed
 from schemas.taxonomy import Taxonomy, load_taxonomy
+from warehouse.home_meta import remember
 from warehouse.store import Warehouse
 
 log = logging.getLogger("emoforge.build")
@@ -378,6 +381,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
 
     home = Path(home)
     wh = Warehouse(home)
+    config = remember(home, config)  # the home's taxonomy and word cap, recorded by its first build
     gen, jud = sections(config)
     tax = load_taxonomy(config.taxonomy)
     scenarios = plan_scenarios(tax, models_cfg, gen, seed, n_dialogues)
@@ -421,7 +425,9 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
             from warehouse.publish import publish_release
 
             try:
-                rel = publish_release(home, config, version=version, run_id=run_id)
+                retry = (partial(resynthesise_failed, home, cfg=config.speech, progress=progress)
+                         if config.speech.enabled else None)
+                rel = publish_release(home, config, version=version, run_id=run_id, resynthesise=retry)
             except Exception as exc:
                 if type(exc).__name__ == "PublishError" and "nothing to publish" in str(exc):
                     raise BuildError(

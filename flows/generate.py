@@ -150,12 +150,13 @@ def turn_records(did: str, scenario: Scenario, texts: Sequence[str]) -> list[Tur
 
 
 def dialogue_record(scenario: Scenario, run_id: str, status: str, *, texts: Sequence[str] = (),
-                    reason: str | None = None, decided_by: str | None = None) -> Dialogue:
+                    reason: str | None = None, decided_by: str | None = None,
+                    judge_score: float | None = None) -> Dialogue:
     return Dialogue(
         id=dialogue_id(scenario), scenario_id=scenario.id, run_id=run_id, source="generated", domain=scenario.domain,
         model_a=scenario.model_a, model_b=scenario.model_b, n_turns=scenario.n_turns, status=status,
         status_reason=reason, decided_by=decided_by, text_hash=text_hash(list(texts)) if texts else "",
-        taxonomy=scenario.taxonomy,
+        taxonomy=scenario.taxonomy, judge_score=judge_score,
     )
 
 
@@ -322,7 +323,8 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
     summary.statuses[did] = decision.status
     summary.reasons[did] = decision.reason
     sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, decision.status, texts=texts,
-                                           reason=decision.reason, decided_by=decision.decided_by)])
+                                           reason=decision.reason, decided_by=decision.decided_by,
+                                           judge_score=decision.score)])
     if ctx.progress is not None:
         ctx.progress.dialogue_done(scenario, decision.status)
     await sink.maybe_flush()

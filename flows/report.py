@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from warehouse.quarantine import report_html as quarantine_html
+
 REPORT_DIR = "report"
 DD_LABELS = ["neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"]  # DailyDialog 0..6 (4 = happiness)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -437,6 +439,7 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     out = {
         "version": m.get("version") or data.release_dir.name,
         "parent": m.get("parent"),
+        "quarantine": m.get("quarantine"),
         "created": m.get("created_at") or m.get("created"),
         "code_version": m.get("code_version"),
         "config_fingerprint": m.get("config_fingerprint") or m.get("config"),
@@ -786,6 +789,7 @@ def render_html(stats: dict, plots: dict[str, str | None], data: ReleaseData) ->
         f"config {s['config_fingerprint']}" if s.get("config_fingerprint") else None) if x) + "</p>")
     sec.append(_table(["", "dialogues", "utterances"], [["total", s["n_dialogues"], s["n_utterances"]]]))
     sec.append("<h2>Splits</h2>" + _table(["split", "dialogues"], sorted(s["splits"].items())))
+    sec.append(quarantine_html(s.get("quarantine")))
 
     sec.append("<h2>Emotion distribution</h2>" + _img(plots.get("emotions"), "emotion distribution"))
     e = s["emotions"]

@@ -37,6 +37,11 @@ from schemas.difficulty import bucket_edges, bucket_of, difficulty
 from schemas.expectations import validate_release
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.effective import effective_views
+from warehouse.home_meta import resolve_config
+from warehouse.quarantine import (
+    QUARANTINE_FILE, Resynthesise, audio_violations, card_lines, dialogue_gates, drop_from_selection, manifest_entry,
+    retry_targets, share_problem, summarise, write_summary,
+)
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -79,9 +84,13 @@ def publish_release(
     version: str | None = None,
     run_id: str | None = None,
     progress: bool = False,
+    resynthesise: Resynthesise | None = None,
 ) -> dict[str, Any]:
-    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary."""
-    cfg = config or load_config()
+    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary.
+
+    ``resynthesise``: called once with ``{dialogue_id: speakers}`` for the dialogues whose clips failed the audio
+    checks (``flows.speech.retry``); what still fails afterwards is quarantined."""
+    cfg = resolve_config(home, config or load_config())  # the home's taxonomy unless the config says otherwise
     taxonomy = load_taxonomy(cfg.taxonomy)
     wh = Warehouse(home)
     if version is not None:
@@ -97,7 +106,8 @@ def publish_release(
         tmp = wh.releases_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            summary = _build(wh, cfg, taxonomy, version, parent, tmp, run_id or f"publish-{version}", progress)
+            summary = _build(wh, cfg, taxonomy, version, parent, tmp, run_id or f"publish-{version}", progress,
+                             resynthesise)
             _fault("before_rename")
             final = wh.releases_dir / version
             os.replace(tmp, final)
@@ -111,7 +121,7 @@ def publish_release(
 
 
 def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str | None, out: Path,
-           run_id: str, progress: bool) -> dict[str, Any]:
+           run_id: str, progress: bool, resynthesise: Resynthesise | None = None) -> dict[str, Any]:
     pc = cfg.publish
     con = wh.connect()
     tmpdir = wh.home / ".tmp" / "duckdb"
@@ -121,24 +131,36 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     con.execute("SET preserve_insertion_order = false")
     effective_views(con)
     sources = ", ".join(_sql_str(s) for s in pc.sources)
-    # 1. selection, with a text hash computed from the final texts (normalised: case, punctuation, spacing)
+    # 1. selection; the text hash and the deciding judge score are the warehouse's (schemas.text, flows.judge)
     con.execute(
         f"""
         CREATE TEMP TABLE sel AS
-        WITH th AS (
-            SELECT dialogue_id,
-                   md5(string_agg(trim(regexp_replace(lower(text), '[^[:alnum:]]+', ' ', 'g')), chr(10) ORDER BY idx)) AS text_hash
-            FROM effective_turns GROUP BY dialogue_id
-        )
-        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, th.text_hash, d.source_split,
-               d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
-        FROM effective_dialogues d JOIN th ON th.dialogue_id = d.id
+        SELECT d.id, d.source, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, d.text_hash, d.judge_score,
+               d.source_split, d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
+        FROM effective_dialogues d
         WHERE d.status = 'accepted' AND d.source IN ({sources})
         """
     )
     n_sel = con.execute("SELECT count(*) FROM sel").fetchall()[0][0]
     if n_sel == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
+    # 1b. dialogue gates: what fails is quarantined (left out with its reason), not a veto on the release
+    _suites, found = dialogue_gates(con, cfg, tax)
+    audio_gate = None
+    if pc.audio == "require" or _audio_present(con, wh, pc.audio):
+        audio_gate, audio_found = _audio_pass(con, wh, cfg, resynthesise)
+        found += audio_found
+    quarantine = summarise(found, n_sel, pc.max_quarantine_share)
+    problem = share_problem(quarantine)
+    if problem:
+        keep = wh.runs_dir / run_id
+        write_summary(keep / f"quarantine-{version}.json", quarantine)
+        if audio_gate is not None:
+            (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
+        raise GateFailed(problem, keep / f"quarantine-{version}.json")
+    if quarantine["quarantined"] == n_sel:
+        raise PublishError(f"nothing to publish: all {n_sel} accepted dialogues are quarantined "
+                           f"({quarantine['by_reason']})")
     # 2. splits: keep stored assignments, assign the new ones
     existing = con.execute("SELECT id, split, stratum, group_key FROM splits").fetchall() if "splits" in wh.tables() else []
     known = {row[0] for row in existing}
@@ -183,9 +205,6 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
         "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
     }))
-    for name, mapping in tax.mappings.items():
-        con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
-    judge = "judgements" in wh.tables()
     audio = _audio_present(con, wh, pc.audio)
     audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
                     if audio else "")
@@ -201,58 +220,49 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     data = out / "data"
     counts: dict[str, dict[str, int]] = {}
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
-    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
+    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
+                        for n in tax.mappings)
     for split in SPLITS:
         q = _sql_str(split)
         n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.text, t.label AS emotion, t.intended_emotion,
+            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.speaker_name, t.text, t.label AS emotion,
+                   t.intended_emotion, sel.source,
                    t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
                    t.n_words, dif.difficulty, dif.bucket, s.split{audio_col_u}
             FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
                  JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
             WHERE s.split = {q}
             ORDER BY t.dialogue_id, t.idx""", audio_root if audio else None, batch_rows)
-        judge_cte = (
-            "SELECT dialogue_id, avg((coalesce(coherence, 0) + coalesce(naturalness, 0) + coalesce(domain_fit, 0)) / 3.0) AS judge_score "
-            "FROM judgements WHERE kind = 'llm' GROUP BY dialogue_id"
-            if judge else "SELECT NULL::VARCHAR AS dialogue_id, NULL::DOUBLE AS judge_score WHERE FALSE"
-        )
         n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            WITH js AS ({judge_cte})
-            SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
+            SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
                    CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
                    sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
                    list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
                    any_value(dif.difficulty) AS difficulty, any_value(dif.bucket) AS bucket, any_value(s.split) AS split,
-                   any_value(js.judge_score) AS judge_score, sel.decided_by, sel.text_hash{audio_col_d}
+                   sel.judge_score, sel.decided_by, sel.text_hash{audio_col_d}
             FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id LEFT JOIN js ON js.dialogue_id = sel.id{audio_join_d}
+                 JOIN split_map s ON s.id = sel.id{audio_join_d}
             WHERE s.split = {q}
-            GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.text_hash
+            GROUP BY sel.id, sel.source, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by,
+                     sel.text_hash, sel.judge_score
             ORDER BY sel.id""", audio_root if audio else None, batch_rows)
         counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
     stats = _stats(con, tax)
-    audio_gate = _audio_gate(con, wh, cfg) if (audio or pc.audio == "require") else None
     con.close()
     _fault("before_validate")
     # 5. the gate
-    gate = validate_release(data, tax, pc)
+    gate = validate_release(data, tax, pc, suites=_suites)
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
     if audio_gate is not None:
         (out / "validation" / "audio.json").write_text(audio_gate.to_json())
-    if not gate.success or (audio_gate is not None and not audio_gate.success):
+    if not gate.success:  # release-level: the schema or split leakage
         keep = wh.runs_dir / run_id
         keep.mkdir(parents=True, exist_ok=True)
         result_path = keep / f"validation-{version}.json"
-        summaries = []
-        if not gate.success:
-            summaries.append(gate.summary())
-        if audio_gate is not None and not audio_gate.success:
-            summaries.append(audio_gate.summary())
-            (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
         result_path.write_text(gate.to_json())
-        raise GateFailed("\n".join(summaries), result_path)
+        raise GateFailed(gate.summary(), result_path)
+    write_summary(out / QUARANTINE_FILE, quarantine)
     # 6. report, manifest, card
     manifest: dict[str, Any] = {
         "name": "emoforge",
@@ -271,7 +281,11 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         "difficulty": {"k": k, "b": b, "buckets": pc.difficulty.buckets, "edges": edges},
         "stats": stats,
         "validation": {"success": True, "checked": gate.checked,
-                       "audio": None if audio_gate is None else {"success": True, "stats": audio_gate.stats}},
+                       "audio": None if audio_gate is None else {
+                           "success": True, "stats": audio_gate.stats,
+                           "quarantined_checks": sorted({f.check for f in audio_gate.failures})}},
+        "quarantine": manifest_entry(quarantine),
+        "sources": list(pc.sources),
         "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
     }
     manifest["agreement"] = _agreement(wh)
@@ -286,7 +300,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
     fsync_tree(out)
     return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
-            "n_utterances": manifest["counts"]["utterances"], "counts": counts}
+            "n_utterances": manifest["counts"]["utterances"], "counts": counts, "quarantine": manifest["quarantine"]}
 
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -349,15 +363,37 @@ def _audio_present(con, wh: Warehouse, mode: str) -> bool:
     return n > 0
 
 
-def _audio_gate(con, wh: Warehouse, cfg: Config):
-    from schemas.expectations_audio import validate_audio
+def _audio_gate(con, wh: Warehouse, cfg: Config, only: str = "sel"):
+    """The audio checks over the clips of the dialogues in table ``only`` (a subset of ``sel``)."""
+    from schemas.expectations_audio import validate_audio  # heavy: Great Expectations + the speech checks
 
-    clips = con.sql("SELECT c.* FROM clips c JOIN sel ON sel.id = c.dialogue_id").to_arrow_table() \
+    clips = con.sql(f"SELECT c.* FROM clips c JOIN {only} w ON w.id = c.dialogue_id").to_arrow_table() \
         if "clips" in wh.tables() else None
     turns = con.sql("SELECT t.id, t.dialogue_id, t.speaker, t.text, t.n_words FROM effective_turns t "
-                    "JOIN sel ON sel.id = t.dialogue_id").to_arrow_table()
+                    f"JOIN {only} w ON w.id = t.dialogue_id").to_arrow_table()
     return validate_audio(clips, turns, cfg.speech.bounds,
                           audio_root=wh.home / "audio")
+
+
+def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | None):
+    """Audio checks over ``sel``. The dialogues whose clips fail are re-synthesised once (``resynthesise``: another
+    voice for the failing speaker) and checked again; what still fails is quarantined (removed from ``sel``)."""
+    gate = _audio_gate(con, wh, cfg)
+    found = audio_violations(gate)
+    if found and resynthesise is not None:
+        clips = con.sql("SELECT c.id, c.dialogue_id, t.speaker FROM clips c JOIN sel ON sel.id = c.dialogue_id "
+                        "LEFT JOIN effective_turns t ON t.id = c.turn_id").to_arrow_table().to_pylist()
+        targets = retry_targets(gate, clips)
+        log.warning("audio checks failed on %d dialogue(s); re-synthesising them once with other voices", len(targets))
+        resynthesise(targets)
+        wh._define_views(con)  # the retry wrote new clips and casts: list the store's parts again
+        effective_views(con)
+        con.register("_retry", pa.table({"id": pa.array(sorted(targets), pa.string())}))
+        again = _audio_gate(con, wh, cfg, only="_retry")
+        con.unregister("_retry")
+        found = [q for q in found if q.dialogue_id not in targets] + audio_violations(again)
+    drop_from_selection(con, {q.dialogue_id for q in found})
+    return gate, found
 
 
 def _stats(con, tax: Taxonomy) -> dict[str, Any]:
@@ -392,6 +428,18 @@ def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -
         return None
 
 
+def _sources_text(sources: list[str] | None) -> str:
+    parts = []
+    for src in sources or ["generated"]:
+        if src == "generated":
+            parts.append("generated by paired LLMs, judged, optionally human-reviewed")
+        elif src == "synthetic":
+            parts.append("template-made (source 'synthetic')")
+        else:
+            parts.append(f"imported real dialogues from {src}, with their own labels (mapped in label_* columns)")
+    return "; ".join(parts)
+
+
 def dataset_card(manifest: dict[str, Any]) -> str:
     """README.md of a release: YAML ``configs`` for ``datasets.load_dataset(<dir>)`` plus a summary."""
     v = manifest["version"]
@@ -410,7 +458,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     lines += [
         f"# emoforge release {v}",
         "",
-        f"Emotional multi-turn dialogues generated by paired LLMs, judged, optionally human-reviewed; "
+        f"Emotional multi-turn dialogues ({_sources_text(manifest.get('sources'))}); "
         f"taxonomy `{manifest['taxonomy']['name']}` ({len(manifest['taxonomy']['emotions'])} emotions). "
         f"Parent version: {manifest['parent'] or 'none'}. Code: {manifest['code_version']}.",
         "",
@@ -431,6 +479,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
               "## Emotions", "", "| emotion | utterances |", "|---|---:|"]
     for emo, n in sorted(manifest["stats"]["emotions"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {emo} | {n} |")
+    lines += card_lines(manifest.get("quarantine"))
     if manifest.get("agreement"):
         lines += ["", "## Human review agreement", "", "```json", json.dumps(manifest["agreement"], indent=1, default=str), "```"]
     if manifest.get("report"):

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - named errors of the stages below (publish, embedded servers)
             name = type(exc).__name__
-            if name in ("PublishError", "GateFailed", "ReleaseError", "EmbeddedError", "EmbeddedServerError",
+            if name in ("PublishError", "GateFailed", "ReleaseError", "HomeSettingsConflict", "EmbeddedError", "EmbeddedServerError",
                         "WarehouseError", "VersionError", "LLMCallError", "EarlyStop"):
                 raise fail(f"{name}: {exc}", code=1)
             raise

@@ -15,11 +15,13 @@ ProjectOpt = Annotated[str, typer.Option("--project", help="Label Studio project
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _emotions(config: Path | None, taxonomy: str | None) -> list[str]:
+def _emotions(home: Path, config: Path | None, taxonomy: str | None) -> list[str]:
+    """The emotions the review offers: the home's taxonomy (a conflicting --taxonomy is refused)."""
     from emoforge.config import load_config
     from schemas.taxonomy import load_taxonomy
+    from warehouse.home_meta import resolve_config
 
-    cfg = load_config(config, taxonomy=taxonomy)
+    cfg = resolve_config(home, load_config(config, taxonomy=taxonomy), origin="review push")
     return load_taxonomy(cfg.taxonomy).emotion_names
 
 
@@ -130,7 +132,7 @@ def register(app: typer.Typer) -> None:
                     out["by_reason"][r] = out["by_reason"].get(r, 0) + 1
                 typer.echo(json.dumps(out, indent=None if as_json else 1))
                 return
-            emotions = _emotions(config, taxonomy)
+            emotions = _emotions(path, config, taxonomy)
             client = connect(path, url)
             from rich.progress import Progress
 
