@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emoforge.config import Config, ConfigError
-from schemas.taxonomy import load_taxonomy
+from schemas.taxonomy import PRESETS, TaxonomyError, load_taxonomy
 from warehouse.importers.labels import LABEL_SETS
 from warehouse.store import Warehouse
 
@@ -51,8 +51,15 @@ def infer_settings(home: str | os.PathLike) -> dict[str, Any] | None:
     imported = ", ".join(f"'{s}'" for s in LABEL_SETS)
     rows = wh.query(f"SELECT DISTINCT taxonomy FROM dialogues WHERE source NOT IN ({imported}) "
                     "AND taxonomy IS NOT NULL AND taxonomy <> ''").to_pylist()
-    names = sorted({r["taxonomy"] for r in rows})
-    return {"taxonomy": names[0], "inferred": True} if len(names) == 1 else None
+    specs: dict[str, str] = {}  # fingerprint -> a loadable spec (records store a preset's name or fingerprint)
+    for name in sorted({r["taxonomy"] for r in rows}):
+        try:
+            tax = load_taxonomy(name)
+        except TaxonomyError:
+            return None  # a taxonomy file that is not at hand: nothing to infer from
+        preset = tax.name if tax.name in PRESETS and load_taxonomy(tax.name).fingerprint == tax.fingerprint else None
+        specs.setdefault(tax.fingerprint, preset or name)
+    return {"taxonomy": next(iter(specs.values())), "inferred": True} if len(specs) == 1 else None
 
 
 def settings_of(cfg: Config) -> dict[str, Any]:
