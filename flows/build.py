@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ from flows.resume import load_stored
 from flows.run_metrics import merge_metrics, overlap_share
 from flows.scenarios import GridSpec, build_scenarios
 from flows.speech import synthesise_home
+from flows.speech.retry import resynthesise_failed
 from schemas.records import Run, Scenario, content_id, utcnow
 from schemas.taxonomy import Taxonomy, load_taxonomy
+from warehouse.home_meta import remember
 from warehouse.publish import PublishError, publish_release
 from warehouse.store import Warehouse
 
@@ -122,7 +125,8 @@ def publish_build(home: Path, config: Config, version: str | None, run_id: str, 
     """``warehouse.publish.publish_release`` (Great Expectations validation inside); nothing accepted is a build
     error that names the statuses and gates."""
     try:
-        return publish_release(home, config, version=version, run_id=run_id)
+        retry = partial(resynthesise_failed, home, cfg=config.speech, progress=False) if config.speech.enabled else None
+        return publish_release(home, config, version=version, run_id=run_id, resynthesise=retry)
     except PublishError as exc:
         if "nothing to publish" not in str(exc):
             raise
@@ -249,6 +253,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
     """Run the ``emoforge-build`` flow (its flow run is named after the run id). Returns a summary with ``run_id``,
     ``metrics`` and, when published, ``version``/``path``/``n_dialogues``."""
     home = Path(home)
+    config = remember(home, config)  # the home's taxonomy and word cap, recorded by its first build
     tax = tax if tax is not None else load_taxonomy(config.taxonomy)
     started = utcnow()
     run_id = content_id("run", command, started.isoformat(), os.getpid())

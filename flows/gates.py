@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from flows.build_config import JudgingConfig
+from schemas.config.generation import JudgingConfig
 from flows.emotion_judge import EmotionJudge, classifier_judgement, unavailable_judgement
 from flows.judge import checks_judgement, decide, judgement_id
 from schemas.records import Scenario, text_hash

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from schemas.config import PublishConfig
 from schemas.difficulty import max_difficulty
 from schemas.gx import MAX_LISTED, GXRunner
+from schemas.suites import SourceSuite, generated_suite
 from schemas.taxonomy import Taxonomy
 
 SPLITS = ["train", "validation", "test"]
@@ -71,10 +72,18 @@ class GateResult:
         return "release gate FAILED:\n" + "\n".join("  " + f.describe() for f in self.failures)
 
 
-def utterance_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
-    E = gx.expectations
+def default_suite(taxonomy: Taxonomy, cfg: PublishConfig) -> SourceSuite:
     v = cfg.validation
-    emotions = taxonomy.emotion_names
+    return generated_suite(taxonomy.emotion_names, {n: dict(m.map) for n, m in taxonomy.mappings.items()},
+                           min_turns=v.min_turns, max_turns=v.max_turns, min_words=v.min_words_per_turn,
+                           max_words=v.max_words_per_turn)
+
+
+def utterance_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig, suite: SourceSuite | None = None):
+    """Row-level expectations of one source's utterances (``suite``: its labels and bounds; default generated)."""
+    E = gx.expectations
+    suite = suite or default_suite(taxonomy, cfg)
+    emotions = list(suite.labels)
     exps = [
         E.ExpectColumnValuesToNotBeNull(column="text"),
         E.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
@@ -82,23 +91,27 @@ def utterance_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
         E.ExpectColumnValuesToBeInSet(column="intended_emotion", value_set=emotions),
         E.ExpectColumnValuesToBeInSet(column="speaker", value_set=["A", "B"]),
         E.ExpectColumnPairValuesToBeEqual(column_A="speaker", column_B="expected_speaker"),
-        E.ExpectColumnValuesToBeBetween(column="n_words", min_value=v.min_words_per_turn, max_value=v.max_words_per_turn),
+        E.ExpectColumnValuesToBeBetween(column="n_words", min_value=suite.min_words, max_value=suite.max_words),
         E.ExpectColumnValuesToBeBetween(column="difficulty", min_value=0.0, max_value=max_difficulty(cfg.difficulty.k, cfg.difficulty.b)),
         E.ExpectColumnValuesToBeBetween(column="bucket", min_value=0, max_value=cfg.difficulty.buckets - 1),
         E.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
         E.ExpectColumnValuesToBeInSet(column="label_source", value_set=["intended", "human", "import"]),
     ]
     for name, mapping in taxonomy.mappings.items():
-        exps.append(E.ExpectColumnValuesToBeInSet(column=f"label_{name}", value_set=list(mapping.labels)))
+        if suite.mapped(name) is not None:
+            exps.append(E.ExpectColumnValuesToBeInSet(column=f"label_{name}", value_set=list(mapping.labels)))
+            exps.append(E.ExpectColumnValuesToNotBeNull(column=f"label_{name}"))
     return "utterances", exps
 
 
 def dialogue_suite(gx, taxonomy: Taxonomy, cfg: PublishConfig):
+    """Dialogue-level expectations over every source at once (leakage spans sources); turn-count bounds come per
+    row from the row's source suite (columns ``min_turns_bound``, ``max_turns_bound``)."""
     E = gx.expectations
-    v = cfg.validation
     return "dialogues", [
         E.ExpectColumnValuesToBeUnique(column="dialogue_id"),
-        E.ExpectColumnValuesToBeBetween(column="n_turns", min_value=v.min_turns, max_value=v.max_turns),
+        E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="n_turns", column_B="min_turns_bound", or_equal=True),
+        E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="max_turns_bound", column_B="n_turns", or_equal=True),
         E.ExpectColumnPairValuesToBeEqual(column_A="n_turns", column_B="n_utterances"),
         E.ExpectColumnPairValuesToBeEqual(column_A="n_turns", column_B="n_distinct_idx"),
         E.ExpectColumnValuesToBeBetween(column="min_idx", min_value=0, max_value=0),
@@ -133,8 +146,11 @@ def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_row
             "n_words", "difficulty", "bucket", "split"] + [f"label_{m}" for m in mapping_names]
     for f in files:
         pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+        has_source = "source" in pf.schema_arrow.names
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols + (["source"] if has_source else [])):
             df = batch.to_pandas()
+            if not has_source:
+                df["source"] = "generated"
             df["expected_speaker"] = df["utterance_idx"].map(lambda i: "A" if i % 2 == 0 else "B")
             yield df
 
@@ -151,11 +167,13 @@ def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
                        min(utterance_idx) AS min_idx
                 FROM read_parquet('{utt}') GROUP BY dialogue_id
             ), d AS (
-                SELECT dialogue_id, n_turns, split, difficulty, text_hash FROM read_parquet('{dlg}')
+                SELECT dialogue_id, n_turns, split, difficulty, text_hash,
+                       {"source" if _has_column(data_dir / "dialogues", "source") else "'generated' AS source"}
+                FROM read_parquet('{dlg}')
             ), leak AS (
                 SELECT text_hash, count(DISTINCT split) AS n_splits FROM d GROUP BY text_hash
             )
-            SELECT d.dialogue_id, d.n_turns, d.split, d.difficulty,
+            SELECT d.dialogue_id, d.source, d.n_turns, d.split, d.difficulty,
                    coalesce(u.n_utterances, 0) AS n_utterances, coalesce(u.n_distinct_idx, 0) AS n_distinct_idx,
                    coalesce(u.min_idx, 0) AS min_idx,
                    -- one value per (text hash, split): unique unless the same text sits in two splits
@@ -168,8 +186,16 @@ def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
         con.close()
 
 
-def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chunk_rows: int = 250_000) -> GateResult:
-    """Run both suites over ``data_dir`` (the ``data/`` folder of a release being built)."""
+def _has_column(folder: Path, column: str) -> bool:
+    files = sorted(folder.glob("*.parquet"))
+    return bool(files) and all(column in pq.read_schema(f).names for f in files)
+
+
+def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chunk_rows: int = 250_000,
+                     suites: dict[str, SourceSuite] | None = None) -> GateResult:
+    """Run both suites over ``data_dir`` (the ``data/`` folder of a release being built). ``suites``: the suite
+    of each source (``schemas.suites``; default: every source is generated dialogue under the taxonomy)."""
+    suites = suites or {}
     runner = GXRunner()
     failures: list[Failure] = []
     results: list[dict] = []
@@ -179,14 +205,22 @@ def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chu
         if df.empty:
             continue
         checked["utterances"] += len(df)
-        u_name, u_exps = utterance_suite(runner.gx, taxonomy, cfg)  # an expectation belongs to one suite
-        f, r = _run(runner, u_name, u_exps, df, ["dialogue_id", "utterance_idx"])
-        failures.extend(f)
-        results.extend(r)
-    d_name, d_exps = dialogue_suite(runner.gx, taxonomy, cfg)
+        for source, part in df.groupby("source", sort=True):
+            suite = suites.get(source)
+            part = part.reset_index(drop=True)
+            if suite is not None and not suite.alternating:  # multi-party real data: any speaker order
+                part["expected_speaker"] = part["speaker"]
+            u_name, u_exps = utterance_suite(runner.gx, taxonomy, cfg, suite)  # an expectation belongs to one suite
+            f, r = _run(runner, u_name, u_exps, part, ["dialogue_id", "utterance_idx"])
+            failures.extend(f)
+            results.extend(r)
     ddf = _dialogue_frame(data_dir)
     checked["dialogues"] = len(ddf)
     if len(ddf):
+        default = default_suite(taxonomy, cfg)
+        ddf["min_turns_bound"] = ddf["source"].map(lambda s: suites.get(s, default).min_turns)
+        ddf["max_turns_bound"] = ddf["source"].map(lambda s: suites.get(s, default).max_turns)
+        d_name, d_exps = dialogue_suite(runner.gx, taxonomy, cfg)
         f, r = _run(runner, d_name, d_exps, ddf, ["dialogue_id"])
         failures.extend(f)
         results.extend(r)

@@ -40,9 +40,11 @@ class AudioFailure:
     message: str
     clip_ids: list[str] = field(default_factory=list)
     turn_ids: list[str] = field(default_factory=list)
+    dialogue_ids: list[str] = field(default_factory=list)  # the dialogues these clips belong to (quarantine)
 
     def as_dict(self) -> dict:
-        return {"check": self.check, "message": self.message, "clip_ids": self.clip_ids, "turn_ids": self.turn_ids}
+        return {"check": self.check, "message": self.message, "clip_ids": self.clip_ids, "turn_ids": self.turn_ids,
+                "dialogue_ids": self.dialogue_ids}
 
 
 @dataclass
@@ -282,12 +284,13 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
     if len(missing):
         failures.append(AudioFailure("missing_clip", f"{len(missing)} accepted turn(s) have no clip",
                                      clip_ids=[turn_clip_id(t) for t in missing["id"]],
-                                     turn_ids=sorted(missing["id"].astype(str))))
+                                     turn_ids=sorted(missing["id"].astype(str)),
+                                     dialogue_ids=sorted(set(missing["dialogue_id_turn"].astype(str)))))
     dlg_with_mix = set(mixes["dialogue_id"])
     no_mix = sorted(set(tr["dialogue_id"]) - dlg_with_mix)
     if no_mix:
         failures.append(AudioFailure("missing_mix", f"{len(no_mix)} dialogue(s) have no full-dialogue mix",
-                                     clip_ids=[mix_clip_id(d) for d in no_mix]))
+                                     clip_ids=[mix_clip_id(d) for d in no_mix], dialogue_ids=list(no_mix)))
 
     present = merged[merged["clip_id"].notna()].copy()
     present["min_duration_s"] = b.min_base_s + present["n_words"] * b.min_s_per_word
@@ -307,6 +310,10 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
     gx_out = _run_expectations(everything, readable, present_ok, voices, b)
 
     failures += _failures(gx_out, voice_rows, readable, present_ok, b, gx_results)
+    dialogue_of = dict(zip(cl["clip_id"].astype(str), cl["dialogue_id"].astype(str)))
+    for f in failures:
+        if not f.dialogue_ids:
+            f.dialogue_ids = sorted({dialogue_of[c] for c in f.clip_ids if c in dialogue_of})
     failures.sort(key=lambda f: CHECKS.index(f.check) if f.check in CHECKS else 99)
     stats = _audio_stats(tr, present, mixes, readable, present_ok, voices)
     return AudioValidation(success=not failures, failures=failures, stats=stats, gx_results=gx_results)

@@ -30,28 +30,38 @@ def test_runner_specs():
             make_task_runner(bad)
 
 
-def test_build_on_a_two_worker_dask_cluster(home):
+def test_build_on_a_two_worker_dask_cluster(home, monkeypatch):
+    import json
+
     from flows.build import BuildConfig, plan_scenarios, run_build, sections
+    from flows.generate import dialogue_id
     from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, StubServer
+    from schemas.records import Turn
     from schemas.taxonomy import load_taxonomy
     from warehouse.releases import verify_release
     from warehouse.store import Warehouse
 
     n = 12
+    # one bad clip among ~50: at most this share may be quarantined (the default 5% is one dialogue in 20)
     cfg = BuildConfig.model_validate({"generation": {"shard_size": 3, "domains": ["Travel", "Food", "Music"]},
                                       "judging": {"accept_at": 1.0, "reject_below": 1.0, "max_spread": 4.0,
-                                                  "min_safety": 1}})
+                                                  "min_safety": 1},
+                                      "publish": {"max_quarantine_share": 0.25}})
     with StubServer(StubConfig(latency_s=0.002, seed=5)) as stub:
         ep = [{"base_url": stub.url}]
         mcfg = parse_models_config({
             "models": {m: {"endpoints": ep, "timeout_s": 10} for m in ("m1", "m2", "judge")},
             "pairs": [["m1", "m2"], ["m2", "m1"]], "judges": ["judge"]})
+        scenarios = plan_scenarios(load_taxonomy(cfg.taxonomy), mcfg, sections(cfg)[0], 0, n)
+        bad_dialogue = dialogue_id(scenarios[0])
+        # fault injection: the speech engine renders this turn as silence, whatever the voice (the retry fails too)
+        monkeypatch.setenv("EMOFORGE_FAULT", f"silent-clip:{Turn.make_id(bad_dialogue, 1)}")
         summary = run_build(home, cfg, mcfg, n_dialogues=n, seed=0, publish=True, progress=False,
                             task_runner=make_task_runner("dask-local:2"))
+        monkeypatch.delenv("EMOFORGE_FAULT")
         calls = stub.stats()["requests"]
         assert calls > 0
-        scenarios = plan_scenarios(load_taxonomy(cfg.taxonomy), mcfg, sections(cfg)[0], 0, n)
         wh = Warehouse(home)
 
         def state():
@@ -75,6 +85,13 @@ def test_build_on_a_two_worker_dask_cluster(home):
         rel = home / "releases" / summary["version"]
         assert verify_release(rel) == [] and (rel / "report" / "index.html").is_file()
         assert "report/index.html" in (rel / "README.md").read_text()
+        # the dialogue with the bad clip was re-synthesised once, then left out and named; the rest published
+        q = json.loads((rel / "manifest.json").read_text())["quarantine"]
+        assert bad_dialogue in q["ids_by_reason"]["audio:silent"], q
+        assert bad_dialogue in (rel / "README.md").read_text() and q["quarantined"] <= 3
+        released = wh.query(f"SELECT dialogue_id FROM read_parquet('{rel}/data/dialogues/*.parquet')").to_pylist()
+        assert bad_dialogue not in {r["dialogue_id"] for r in released}
+        assert len(released) == q["selected"] - q["quarantined"]
 
         # a rerun (here on threads) finds everything the workers stored: no LLM call, nothing duplicated
         again = run_build(home, cfg, mcfg, n_dialogues=n, seed=0, publish=False, progress=False)

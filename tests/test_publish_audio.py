@@ -1,6 +1,7 @@
 """Publish with real speech: clips embedded as HF Audio, the audio gate blocking a release with a missing clip."""
 
 import io
+import json
 
 import datasets
 import pytest
@@ -37,7 +38,7 @@ def test_release_embeds_turn_audio_and_mixes(home):
     assert len(mix) > total  # the mix holds every turn plus the gaps between them
 
 
-def test_a_turn_without_its_clip_blocks_the_release(home):
+def test_a_turn_without_its_clip_is_quarantined_and_too_many_block_the_release(home):
     wh = Warehouse(home)
     tax = load_taxonomy()
     load_synthetic(wh, tax, 2, seed=12)
@@ -45,8 +46,37 @@ def test_a_turn_without_its_clip_blocks_the_release(home):
     dlg, turns = next(synthetic_dialogues(tax, 1, seed=77))  # accepted, never voiced
     wh.upsert([dlg])
     wh.upsert(turns)
+    # 1 of 3 dialogues without its clips: over the quarantine bound (5%), nothing is published
     with pytest.raises(GateFailed) as err:
         publish_release(home, CFG)
-    assert "missing_clip" in str(err.value)
+    assert "audio:missing_clip" in str(err.value) and "quarantined share 33.3%" in str(err.value)
     assert turns[0].id in (home / "runs").joinpath("publish-0.1.0", "validation-audio-0.1.0.json").read_text()
     assert not [p for p in (home / "releases").iterdir() if not p.name.startswith(".")]
+    # with a bound that allows it, the dialogue is left out and named
+    lenient = load_config(publish={"sources": ["synthetic"], "report": False, "max_quarantine_share": 0.5})
+    out = publish_release(home, lenient)
+    assert out["quarantine"]["ids_by_reason"] == {"audio:missing_clip": [dlg.id], "audio:missing_mix": [dlg.id]}
+    assert out["n_dialogues"] == 2
+
+
+def test_a_failed_clip_is_resynthesised_once_with_another_voice_before_quarantine(home, monkeypatch):
+    from functools import partial
+
+    from flows.speech.retry import resynthesise_failed
+
+    wh = Warehouse(home)
+    load_synthetic(wh, load_taxonomy(), 3, seed=21)
+    turn = wh.query("SELECT t.id, t.dialogue_id, t.speaker FROM turns t ORDER BY t.id LIMIT 1").to_pylist()[0]
+    monkeypatch.setenv("EMOFORGE_FAULT", f"silent-clip:{turn['id']}")  # the engine renders this turn as silence
+    synthesise_home(home, workers=1, progress=False, asr=False)
+    before = wh.query(f"SELECT * FROM casts WHERE dialogue_id = '{turn['dialogue_id']}'").to_pylist()[0]
+    monkeypatch.delenv("EMOFORGE_FAULT")  # the fault was the voice's: another voice renders the turn
+    retry = partial(resynthesise_failed, home, cfg=CFG.speech.model_copy(update={"workers": 1}))
+    out = publish_release(home, CFG, resynthesise=retry)
+    assert out["quarantine"]["quarantined"] == 0 and out["n_dialogues"] == 3
+    after = wh.query(f"SELECT * FROM casts WHERE dialogue_id = '{turn['dialogue_id']}'").to_pylist()[0]
+    side = "voice_a" if turn["speaker"] == "A" else "voice_b"
+    other = "voice_b" if side == "voice_a" else "voice_a"
+    assert after[side] != before[side] and after[other] == before[other]
+    audio = json.loads((home / "releases" / out["version"] / "validation" / "audio.json").read_text())
+    assert [f["check"] for f in audio["failures"]] == ["silent"]  # the first pass, kept with the release

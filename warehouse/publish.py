@@ -39,6 +39,11 @@ from schemas.expectations_audio import validate_audio
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.agreement import agreement_summary
 from warehouse.effective import effective_views
+from warehouse.home_meta import resolve_config
+from warehouse.quarantine import (
+    QUARANTINE_FILE, Resynthesise, audio_violations, card_lines, dialogue_gates, drop_from_selection, manifest_entry,
+    retry_targets, share_problem, summarise, write_summary,
+)
 from warehouse.report import write_report
 from warehouse.releases import (
     ReleaseError,
@@ -78,9 +83,13 @@ def publish_release(
     version: str | None = None,
     run_id: str | None = None,
     progress: bool = False,
+    resynthesise: Resynthesise | None = None,
 ) -> dict[str, Any]:
-    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary."""
-    cfg = config or load_config()
+    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary.
+
+    ``resynthesise``: called once with ``{dialogue_id: speakers}`` for the dialogues whose clips failed the audio
+    checks (``flows.speech.retry``); what still fails afterwards is quarantined."""
+    cfg = resolve_config(home, config or load_config())  # the home's taxonomy unless the config says otherwise
     taxonomy = load_taxonomy(cfg.taxonomy)
     wh = Warehouse(home)
     if version is not None:
@@ -96,7 +105,8 @@ def publish_release(
         tmp = wh.releases_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            summary = _build(wh, cfg, taxonomy, version, parent, tmp, run_id or f"publish-{version}", progress)
+            summary = _build(wh, cfg, taxonomy, version, parent, tmp, run_id or f"publish-{version}", progress,
+                             resynthesise)
             _fault("before_rename")
             final = wh.releases_dir / version
             os.replace(tmp, final)
@@ -110,22 +120,23 @@ def publish_release(
 
 
 def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str | None, out: Path,
-           run_id: str, progress: bool) -> dict[str, Any]:
+           run_id: str, progress: bool, resynthesise: Resynthesise | None = None) -> dict[str, Any]:
     pc = cfg.publish
     con = _connect(wh)
     try:
         _select(con, wh, pc)  # 1. selection
+        suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
         split_of = _splits(con, wh, pc)  # 2. splits
         edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
         audio = _audio_present(con, wh, pc.audio)
         uid = uuid.uuid4().hex[:12]
         counts = _write_splits(con, wh, tax, pc, out / "data", uid, audio)  # 4. Parquet per split
         stats = _stats(con, tax)
-        audio_gate = _audio_gate(con, wh, cfg) if (audio or pc.audio == "require") else None
     finally:
         con.close()
     _fault("before_validate")
-    gate = _gate(wh, tax, pc, out, audio_gate, run_id, version)  # 5. the gate
+    gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites)  # 5. the gate (release-level)
+    write_summary(out / QUARANTINE_FILE, quarantine)
     # 6. report, manifest, card
     manifest: dict[str, Any] = {
         "name": "emoforge",
@@ -144,7 +155,11 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         "difficulty": {"k": pc.difficulty.k, "b": pc.difficulty.b, "buckets": pc.difficulty.buckets, "edges": edges},
         "stats": stats,
         "validation": {"success": True, "checked": gate.checked,
-                       "audio": None if audio_gate is None else {"success": True, "stats": audio_gate.stats}},
+                       "audio": None if audio_gate is None else {
+                           "success": True, "stats": audio_gate.stats,
+                           "quarantined_checks": sorted({f.check for f in audio_gate.failures})}},
+        "quarantine": manifest_entry(quarantine),
+        "sources": list(pc.sources),
         "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
     }
     manifest["agreement"] = _agreement(wh)
@@ -159,7 +174,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
     fsync_tree(out)
     return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
-            "n_utterances": manifest["counts"]["utterances"], "counts": counts}
+            "n_utterances": manifest["counts"]["utterances"], "counts": counts, "quarantine": manifest["quarantine"]}
 
 
 def _connect(wh: Warehouse):
@@ -183,7 +198,7 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     con.execute(
         f"""
         CREATE TEMP TABLE sel AS
-        SELECT d.id, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, {judge_score} AS judge_score,
+        SELECT d.id, d.source, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, {judge_score} AS judge_score,
                coalesce(nullif(d.text_hash, ''), d.id) AS text_hash, d.source_split,
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
         FROM effective_dialogues d
@@ -192,6 +207,31 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     )
     if con.execute("SELECT count(*) FROM sel").fetchall()[0][0] == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
+
+
+def _quarantine(con, wh: Warehouse, cfg: Config, tax: Taxonomy, run_id: str, version: str,
+                resynthesise: Resynthesise | None):
+    """Dialogue gates (source suites, defect audits) and the audio checks over ``sel``: what fails is quarantined
+    (removed from ``sel`` with its reason), not a veto; a quarantined share over the bound blocks the release."""
+    pc = cfg.publish
+    n_sel = con.execute("SELECT count(*) FROM sel").fetchall()[0][0]
+    suites, found = dialogue_gates(con, cfg, tax)
+    audio_gate = None
+    if pc.audio == "require" or _audio_present(con, wh, pc.audio):
+        audio_gate, audio_found = _audio_pass(con, wh, cfg, resynthesise)
+        found += audio_found
+    quarantine = summarise(found, n_sel, pc.max_quarantine_share)
+    problem = share_problem(quarantine)
+    if problem:
+        keep = wh.runs_dir / run_id
+        write_summary(keep / f"quarantine-{version}.json", quarantine)
+        if audio_gate is not None:
+            (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
+        raise GateFailed(problem, keep / f"quarantine-{version}.json")
+    if quarantine["quarantined"] == n_sel:
+        raise PublishError(f"nothing to publish: all {n_sel} accepted dialogues are quarantined "
+                           f"({quarantine['by_reason']})")
+    return suites, quarantine, audio_gate
 
 
 def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
@@ -251,8 +291,6 @@ def _write_splits(con, wh: Warehouse, tax: Taxonomy, pc: PublishConfig, data: Pa
     """Utterance- and dialogue-level Parquet per split, streamed. File names carry a per-release id: `datasets`
     keys its cache on the directory name and the card's data_files patterns, so two releases named alike must not
     share file names."""
-    for name, mapping in tax.mappings.items():
-        con.register(f"map_{name}", pa.table({"emotion": list(mapping.map), "label": list(mapping.map.values())}))
     audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
                     if audio else "")
     audio_col_u = ", c.path AS _audio" if audio else ""
@@ -262,20 +300,21 @@ def _write_splits(con, wh: Warehouse, tax: Taxonomy, pc: PublishConfig, data: Pa
     batch_rows = 256 if audio else pc.row_group_size
     audio_root = wh.home / "audio" if audio else None
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
-    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.emotion = t.label" for n in tax.mappings)
+    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
+                        for n in tax.mappings)
     counts: dict[str, dict[str, int]] = {}
     for split in SPLITS:
         q = sql_str(split)
         n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.text, t.label AS emotion, t.intended_emotion,
-                   t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
+            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.speaker_name, t.text, t.label AS emotion,
+                   t.intended_emotion, sel.source, t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
                    t.n_words, dif.difficulty, dif.bucket, s.split{audio_col_u}
             FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
                  JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
             WHERE s.split = {q}
             ORDER BY t.dialogue_id, t.idx""", audio_root, batch_rows)
         n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            SELECT sel.id AS dialogue_id, sel.domain, sel.model_a, sel.model_b,
+            SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
                    CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
                    sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
                    list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
@@ -284,33 +323,29 @@ def _write_splits(con, wh: Warehouse, tax: Taxonomy, pc: PublishConfig, data: Pa
             FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
                  JOIN split_map s ON s.id = sel.id{audio_join_d}
             WHERE s.split = {q}
-            GROUP BY sel.id, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by, sel.judge_score, sel.text_hash
+            GROUP BY sel.id, sel.source, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by,
+                     sel.judge_score, sel.text_hash
             ORDER BY sel.id""", audio_root, batch_rows)
         counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
     return counts
 
 
-def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str):
-    """Run the Great Expectations gate over ``out/data``; a failure keeps its results under ``runs/<run>/`` and
-    raises :class:`GateFailed`."""
-    gate = validate_release(out / "data", tax, pc)
+def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str,
+          suites: dict):
+    """Run the Great Expectations gate over ``out/data`` (release-level: schema, split leakage; audio failures were
+    quarantined before); a failure keeps its results under ``runs/<run>/`` and raises :class:`GateFailed`."""
+    gate = validate_release(out / "data", tax, pc, suites=suites)
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
     if audio_gate is not None:
         (out / "validation" / "audio.json").write_text(audio_gate.to_json())
-    if gate.success and (audio_gate is None or audio_gate.success):
+    if gate.success:
         return gate
     keep = wh.runs_dir / run_id
     keep.mkdir(parents=True, exist_ok=True)
     result_path = keep / f"validation-{version}.json"
-    summaries = []
-    if not gate.success:
-        summaries.append(gate.summary())
-    if audio_gate is not None and not audio_gate.success:
-        summaries.append(audio_gate.summary())
-        (keep / f"validation-audio-{version}.json").write_text(audio_gate.to_json())
     result_path.write_text(gate.to_json())
-    raise GateFailed("\n".join(summaries), result_path)
+    raise GateFailed(gate.summary(), result_path)
 
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -374,13 +409,35 @@ def _audio_present(con, wh: Warehouse, mode: str) -> bool:
     return n > 0
 
 
-def _audio_gate(con, wh: Warehouse, cfg: Config):
-    clips = con.sql("SELECT c.* FROM clips c JOIN sel ON sel.id = c.dialogue_id").to_arrow_table() \
+def _audio_gate(con, wh: Warehouse, cfg: Config, only: str = "sel"):
+    """The audio checks over the clips of the dialogues in table ``only`` (a subset of ``sel``)."""
+    clips = con.sql(f"SELECT c.* FROM clips c JOIN {only} w ON w.id = c.dialogue_id").to_arrow_table() \
         if "clips" in wh.tables() else None
     turns = con.sql("SELECT t.id, t.dialogue_id, t.speaker, t.text, t.n_words FROM effective_turns t "
-                    "JOIN sel ON sel.id = t.dialogue_id").to_arrow_table()
+                    f"JOIN {only} w ON w.id = t.dialogue_id").to_arrow_table()
     return validate_audio(clips, turns, cfg.speech.bounds,
                           audio_root=wh.home / "audio")
+
+
+def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | None):
+    """Audio checks over ``sel``. The dialogues whose clips fail are re-synthesised once (``resynthesise``: another
+    voice for the failing speaker) and checked again; what still fails is quarantined (removed from ``sel``)."""
+    gate = _audio_gate(con, wh, cfg)
+    found = audio_violations(gate)
+    if found and resynthesise is not None:
+        clips = con.sql("SELECT c.id, c.dialogue_id, t.speaker FROM clips c JOIN sel ON sel.id = c.dialogue_id "
+                        "LEFT JOIN effective_turns t ON t.id = c.turn_id").to_arrow_table().to_pylist()
+        targets = retry_targets(gate, clips)
+        log.warning("audio checks failed on %d dialogue(s); re-synthesising them once with other voices", len(targets))
+        resynthesise(targets)
+        wh._define_views(con)  # the retry wrote new clips and casts: list the store's parts again
+        effective_views(con)
+        con.register("_retry", pa.table({"id": pa.array(sorted(targets), pa.string())}))
+        again = _audio_gate(con, wh, cfg, only="_retry")
+        con.unregister("_retry")
+        found = [q for q in found if q.dialogue_id not in targets] + audio_violations(again)
+    drop_from_selection(con, {q.dialogue_id for q in found})
+    return gate, found
 
 
 def _stats(con, tax: Taxonomy) -> dict[str, Any]:
@@ -407,6 +464,18 @@ def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -
         return None
 
 
+def _sources_text(sources: list[str] | None) -> str:
+    parts = []
+    for src in sources or ["generated"]:
+        if src == "generated":
+            parts.append("generated by paired LLMs, judged, optionally human-reviewed")
+        elif src == "synthetic":
+            parts.append("template-made (source 'synthetic')")
+        else:
+            parts.append(f"imported real dialogues from {src}, with their own labels (mapped in label_* columns)")
+    return "; ".join(parts)
+
+
 def dataset_card(manifest: dict[str, Any]) -> str:
     """README.md of a release: YAML ``configs`` for ``datasets.load_dataset(<dir>)`` plus a summary."""
     v = manifest["version"]
@@ -425,7 +494,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     lines += [
         f"# emoforge release {v}",
         "",
-        f"Emotional multi-turn dialogues generated by paired LLMs, judged, optionally human-reviewed; "
+        f"Emotional multi-turn dialogues ({_sources_text(manifest.get('sources'))}); "
         f"taxonomy `{manifest['taxonomy']['name']}` ({len(manifest['taxonomy']['emotions'])} emotions). "
         f"Parent version: {manifest['parent'] or 'none'}. Code: {manifest['code_version']}.",
         "",
@@ -446,6 +515,7 @@ def dataset_card(manifest: dict[str, Any]) -> str:
               "## Emotions", "", "| emotion | utterances |", "|---|---:|"]
     for emo, n in sorted(manifest["stats"]["emotions"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {emo} | {n} |")
+    lines += card_lines(manifest.get("quarantine"))
     if manifest.get("agreement"):
         lines += ["", "## Human review agreement", "", "```json", json.dumps(manifest["agreement"], indent=1, default=str), "```"]
     if manifest.get("report"):

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - named errors of the stages below (publish, embedded servers)
             name = type(exc).__name__
-            if name in ("PublishError", "GateFailed", "ReleaseError", "EmbeddedError", "EmbeddedServerError",
+            if name in ("PublishError", "GateFailed", "ReleaseError", "HomeSettingsConflict", "EmbeddedError", "EmbeddedServerError",
                         "WarehouseError", "VersionError", "LLMCallError", "EarlyStop"):
                 raise fail(f"{name}: {exc}", code=1)
             raise
@@ -99,7 +99,16 @@ def register(app: typer.Typer) -> None:
         """The scenario grid (domains x pairs x per-cell), or the balanced subset --dialogues N takes."""
         h = open_home(home)
         cfg, mcfg, tax = _load(config, models)
+        from emoforge.config import ConfigError
         from flows.build import plan_scenarios, sections
+        from schemas.taxonomy import load_taxonomy
+        from warehouse.home_meta import resolve_config
+
+        try:  # the home's taxonomy and word cap, as the build would take them
+            cfg = resolve_config(h, cfg, origin="scenarios")
+            tax = load_taxonomy(cfg.taxonomy)
+        except ConfigError as exc:
+            raise fail(str(exc))
         from flows.scenarios import ScenarioError, summarise
 
         gen, _ = sections(cfg)

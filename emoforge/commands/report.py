@@ -36,9 +36,14 @@ def register(app: typer.Typer) -> None:
         from warehouse.store import WarehouseError
         from warehouse.versions import VersionError
 
+        from emoforge.config import ConfigError, load_config
+        from warehouse.home_meta import resolve_config
+
         try:
             release = resolve_release(path, version)
-        except (ReleaseError, VersionError, WarehouseError) as exc:
+            if taxonomy is not None:  # the home's taxonomy decides; a flag may only repeat it
+                taxonomy = resolve_config(path, load_config(taxonomy=taxonomy), origin="report").taxonomy
+        except (ReleaseError, VersionError, WarehouseError, ConfigError, TaxonomyError) as exc:
             fail(str(exc))
         if compare_dailydialog is not None and not compare_dailydialog.is_dir():
             fail(f"--compare-dailydialog {compare_dailydialog}: no such folder")

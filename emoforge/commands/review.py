@@ -20,6 +20,7 @@ from flows.review_flow import review_poll_flow
 from schemas.config import ConfigError, load_config
 from schemas.taxonomy import TaxonomyError, load_taxonomy
 from warehouse.agreement import agreement_summary
+from warehouse.home_meta import resolve_config
 
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Label Studio URL (default: the server started for --home, or $EMOFORGE_LS_URL)")]
 ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="Label Studio project title [review.project]")]
@@ -107,7 +108,8 @@ def register(app: typer.Typer) -> None:
         Every setting defaults to the ``review:`` section of --config; a flag given on the command line wins."""
         path = open_home(home)
         try:
-            cfg = load_config(config, taxonomy=taxonomy)
+            # the home's taxonomy: a conflicting --taxonomy is refused, naming both
+            cfg = resolve_config(path, load_config(config, taxonomy=taxonomy), origin="review push")
             rc = cfg.review.model_copy(update={k: v for k, v in dict(
                 project=project, overlap=overlap, audit_accepted=audit_accepted, audit_rejected=audit_rejected,
                 score_spread=score_spread, seed=seed, limit=limit).items() if v is not None})

@@ -35,7 +35,14 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, taxonomy=taxonomy)
             if source:
                 cfg = cfg.model_copy(update={"publish": cfg.publish.model_copy(update={"sources": list(source)})})
-            summary = publish_release(path, cfg, version=version)
+            retry = None
+            if cfg.speech.enabled:
+                from functools import partial
+
+                from flows.speech.retry import resynthesise_failed
+
+                retry = partial(resynthesise_failed, path, cfg=cfg.speech, progress=True)
+            summary = publish_release(path, cfg, version=version, resynthesise=retry)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
             fail(str(exc))
         except (WarehouseError, OSError) as exc:
@@ -44,6 +51,11 @@ def register(app: typer.Typer) -> None:
             fail(f"publish stopped: {storage_problem(exc) or exc}; releases published before are intact")
         console.print(f"published release {summary['version']} ({summary['n_dialogues']} dialogues, "
                       f"{summary['n_utterances']} utterances) at {summary['path']}")
+        q = summary.get("quarantine") or {}
+        if q.get("quarantined"):
+            console.print(f"[yellow]quarantined {q['quarantined']} of {q['selected']} dialogues ({q['share']:.1%}): "
+                          f"{', '.join(f'{r} {n}' for r, n in q['by_reason'].items())}; see quarantine.json[/]",
+                          highlight=False)
         typer.echo(summary["version"])
 
     @app.command()

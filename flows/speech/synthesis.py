@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ def render_job(job: ClipJob) -> ClipResult:
     t0 = time.perf_counter()
     samples = _RENDERER.render(job.text, Voice.model_validate(job.voice), job.emotion,
                                Prosody.model_validate(job.prosody))
+    if os.environ.get("EMOFORGE_FAULT") == f"silent-clip:{job.turn_id}":  # fault injection: an engine gone silent
+        samples = samples * 0
     sha = store.write_wav(path, samples, _RENDERER.cfg.sample_rate)
     return ClipResult(job.key, _RENDERER.cfg.sample_rate, samples.size / _RENDERER.cfg.sample_rate, sha,
                       synthesised=True, seconds=time.perf_counter() - t0)

@@ -49,11 +49,23 @@ class ValidationConfig(Section):
         return self
 
 
+class ImportedValidationConfig(ValidationConfig):
+    """Bounds for imported real dialogues (multi-party, long): 1 to 30+ turns, long utterances."""
+
+    min_turns: int = Field(1, ge=1)
+    max_turns: int = Field(200, ge=1)
+    max_words_per_turn: int = Field(500, ge=1)
+
+
 class PublishConfig(Section):
     sources: list[str] = Field(default_factory=lambda: ["generated"], description="dialogue sources a release takes")
     splits: SplitConfig = Field(default_factory=SplitConfig)
     difficulty: DifficultyConfig = Field(default_factory=DifficultyConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    imported: ImportedValidationConfig = Field(
+        default_factory=ImportedValidationConfig, description="bounds of imported real dialogues (dailydialog, meld)")
+    max_quarantine_share: float = Field(
+        0.05, ge=0, le=1, description="a release is blocked when more than this share of its dialogues is quarantined")
     row_group_size: int = Field(50_000, ge=1000)
     report: bool = Field(True, description="write the HTML/PNG report into the release")
     audio: Literal["auto", "require", "off"] = Field(

@@ -10,6 +10,7 @@ import jinja2
 from warehouse.importers.labels import ERC7
 from warehouse.report.data import ReleaseData
 from warehouse.report.stats import flatten_numbers
+from warehouse.quarantine import report_html as quarantine_html
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("warehouse.report", "templates"),
                           autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
@@ -81,4 +82,5 @@ def render_html(stats: dict, plots: dict[str, str | None], data: ReleaseData, n_
         css=(_ENV.loader.get_source(_ENV, "report.css")[0]),
         quantile_rows={"shape": shape, "judges": judges},
         agreement_rows=flatten_numbers(s.get("agreement")) if s.get("agreement") is not None else [],
-        compare_rows=_compare_rows(s, dd) if dd else [], samples=samples)
+        compare_rows=_compare_rows(s, dd) if dd else [], samples=samples,
+        quarantine=quarantine_html(s.get("quarantine")))

@@ -152,6 +152,7 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     out = {
         "version": m.get("version") or data.release_dir.name,
         "parent": m.get("parent"),
+        "quarantine": m.get("quarantine"),
         "created": m.get("created_at") or m.get("created"),
         "code_version": m.get("code_version"),
         "config_fingerprint": m.get("config_fingerprint") or m.get("config"),
