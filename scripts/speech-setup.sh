@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 "$PY" - <<'PY'
 import sys
-from flows.speech.config import SpeechConfig
+from schemas.config.speech import SpeechConfig
 from flows.speech.render import Renderer
 from flows.speech.voices import POOLS
 from flows.speech.prosody import Prosody

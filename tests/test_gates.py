@@ -88,7 +88,7 @@ def test_classifier_judge_trains_once_and_reuses_its_stored_head(shared_dir, hom
 
 
 def test_decide_with_tiny_judges_never_accepts_what_the_classifier_cannot_support():
-    from flows.build_config import JudgingConfig
+    from schemas.config.generation import JudgingConfig
     from flows.emotion_judge import unavailable_judgement
     from flows.judge import decide
     from schemas.records import Judgement
@@ -110,7 +110,7 @@ def test_build_against_a_stub_answering_json_markup_and_echoes_publishes_none_of
     import pyarrow.parquet as pq
 
     from flows.build import BuildConfig, run_build
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.stub import CONTENT_FAULTS, StubConfig, StubServer
 
     cfg = BuildConfig.model_validate({"generation": {"domains": ["Travel", "Food"], "min_turns": 3, "max_turns": 4},

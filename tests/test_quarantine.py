@@ -14,7 +14,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from emoforge.config import load_config
+from schemas.config import load_config
 from flows.synthetic import load_synthetic, synthetic_dialogues
 from schemas.taxonomy import load_taxonomy
 from tests.test_import_meld import write_meld_fixture
@@ -175,7 +175,7 @@ def test_home_remembers_its_taxonomy(home):
 
 def test_a_home_built_with_erc_publishes_with_no_flag_and_refuses_a_conflicting_one(home):
     from flows.build import BuildConfig, run_build
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, StubServer
 
     cfg = BuildConfig.model_validate({

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         """The scenario grid (domains x pairs x per-cell), or the balanced subset --dialogues N takes."""
         h = open_home(home)
         cfg, mcfg, tax = _load(config, models)
-        from emoforge.config import ConfigError
+        from schemas.config import ConfigError
         from flows.build import plan_scenarios, sections
         from schemas.taxonomy import load_taxonomy
         from warehouse.home_meta import resolve_config

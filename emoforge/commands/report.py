@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from warehouse.store import WarehouseError
         from warehouse.versions import VersionError
 
-        from emoforge.config import ConfigError, load_config
+        from schemas.config import ConfigError, load_config
         from warehouse.home_meta import resolve_config
 
         try:
