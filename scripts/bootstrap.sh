@@ -23,7 +23,7 @@ PY="$(command -v python3.11 || true)"
 PY="$("$PY" -c 'import sys; print(sys.executable)')"
 
 uv sync --locked --all-extras --python "$PY"
-for setup in scripts/speech-setup.sh; do
+for setup in scripts/ffmpeg-setup.sh scripts/speech-setup.sh; do
   [ -f "$setup" ] && bash "$setup"
 done
 echo "bootstrap: ready: $ROOT/.venv/bin/emoforge" >&2
