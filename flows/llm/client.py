@@ -314,11 +314,14 @@ class LLMPool:
         if n >= self.config.error_min_calls:
             rate = self._outcomes.count(False) / n
             if rate > self.config.error_rate_stop:
-                self._stopped = (f"error rate {rate:.0%} over the last {n} calls passed error_rate_stop="
-                                 f"{self.config.error_rate_stop:.0%} (last error: {kind})")
-                log.error("early stop: %s", self._stopped)
-                for name, router in self._routers.items():
-                    router.abort(EarlyStop("early_stop", self._stopped, model=name))
+                self._stop(f"error rate {rate:.0%} over the last {n} calls passed error_rate_stop="
+                           f"{self.config.error_rate_stop:.0%} (last error: {kind})")
+
+    def _stop(self, reason: str) -> None:
+        self._stopped = reason
+        log.error("early stop: %s", reason)
+        for name, router in self._routers.items():
+            router.abort(EarlyStop("early_stop", reason, model=name))
 
     def _check_stop(self, model: str) -> None:
         if self._stopped:
@@ -412,6 +415,7 @@ class LLMPool:
         if extra:
             kwargs["extra_body"] = extra
         last: LLMCallError | None = None
+        last_cause = ("", "")
         for attempt in range(1, pol.max_attempts + 1):
             self._check_stop(model)
             ep = await router.acquire()
@@ -462,7 +466,8 @@ class LLMPool:
                     router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
                 router.release(ep)
                 st.attempt_errors[kind] += 1
-                msg = _short(exc)
+                msg = _connection_cause(exc) if kind == "connection" else _short(exc)
+                last_cause = (msg, ep.url)
                 last = LLMCallError(kind, f"{msg} (attempt {attempt}/{pol.max_attempts}, {ep.url}, {latency:.2f}s)",
                                     model=model, attempts=attempt, status=status)
                 if kind not in RETRYABLE:
@@ -495,6 +500,13 @@ class LLMPool:
             return ChatResult(text, finish, ptok, ctok, latency, False, model, attempt, ep.url, key)
         assert last is not None
         st.errors[last.kind] += 1
+        if last.kind == "connection" and st.calls == 0 and not self._stopped:
+            # never reached since the run began, through every retry: more calls would only repeat that
+            self._stop(f"cannot reach model {model!r} at {last_cause[1]}: {last_cause[0]}, {last.attempts} attempts, "
+                       "and no call to it has succeeded in this run: check that the server is running and that "
+                       "base_url in the models config is right")
+            self._outcome(False, last.kind)
+            raise EarlyStop("early_stop", self._stopped, model=model, attempts=last.attempts)
         self._outcome(False, last.kind)
         raise last
 
@@ -542,6 +554,20 @@ class LLMPool:
 
     def endpoint_limits(self, model: str) -> list[float]:
         return [ep.limit for ep in self._routers[model].endpoints]
+
+
+def _connection_cause(exc: BaseException) -> str:
+    """What really failed when the transport could not talk to the server: the operating system's error
+    ("connection refused") rather than the wrapper's text (the aiohttp transport calls a refusal a timeout)."""
+    for cause in _causes(exc):
+        cause = getattr(cause, "os_error", None) or cause  # aiohttp's ClientConnectorError wraps the OS's error
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            if isinstance(cause, ConnectionRefusedError):
+                return f"connection refused ({cause.strerror or cause})"
+            if isinstance(cause, ConnectionResetError):
+                return f"connection reset by the server ({cause.strerror or cause})"
+            return f"cannot connect: {type(cause).__name__}: {cause.strerror or cause}"
+    return f"cannot connect: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:
