@@ -489,7 +489,8 @@ class LLMPool:
             st.latencies.append(latency)
             st.last_end = time.monotonic()
             if self.cache is not None:
-                self.cache.put(key, model=spec.request_name, text=text, finish_reason=finish, prompt_tokens=ptok,
+                # committed (by the cache's writer thread, grouped with other calls) before the caller sees it
+                await self.cache.put_async(key, model=spec.request_name, text=text, finish_reason=finish, prompt_tokens=ptok,
                                completion_tokens=ctok, latency_s=latency, template_version=template_version)
             if finish == "length":
                 st.errors["length"] += 1
