@@ -406,14 +406,16 @@ class LLMPool:
         router = self._routers[model]
         st = self._stats[model]
         pol = self.config.retry
-        kwargs: dict[str, Any] = {"model": spec.request_name, "messages": messages}
-        extra = {}
+        # the messages (and a JSON schema) go in the body as they are: passed as typed parameters, the openai client
+        # walks them recursively against its TypedDicts on every call (about 10 ms per call with a long
+        # conversation, the build's largest cost on the event loop); extra_body is merged over the body unchanged
+        kwargs: dict[str, Any] = {"model": spec.request_name, "messages": []}
+        extra: dict[str, Any] = {"messages": messages}
         for k, v in eff.items():
             (kwargs if k in STANDARD_SAMPLING_KEYS else extra)[k] = v
         if response_format is not None:
-            kwargs["response_format"] = response_format
-        if extra:
-            kwargs["extra_body"] = extra
+            extra["response_format"] = response_format
+        kwargs["extra_body"] = extra
         last: LLMCallError | None = None
         last_cause = ("", "")
         for attempt in range(1, pol.max_attempts + 1):
