@@ -17,8 +17,15 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text or ""))
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
+
+
 def normalise_text(text: str) -> str:
-    return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
+    """Lower-cased alphanumeric runs joined by single spaces: each character lowered on its own, everything else
+    a separator."""
+    if "\u03a3" in text:  # capital sigma: str.lower() of a whole word gives a final sigma, one character's does not
+        return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
+    return " ".join(_NOT_ALNUM.sub(" ", text).lower().split())
 
 
 def text_hash(texts: list[str]) -> str:

@@ -18,9 +18,12 @@ if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$U
 fi
 PY="$(command -v python3.11 || true)"
 [ -n "$PY" ] || { echo "bootstrap: Python 3.11 is required (python3.11 not found)" >&2; exit 1; }
+# the real interpreter, not a launcher: uv compares this path with the one .venv was made from, and a shim
+# (pyenv, asdf) never matches it, so `uv sync` would remove and recreate .venv on every run (breaking a running job)
+PY="$("$PY" -c 'import sys; print(sys.executable)')"
 
 uv sync --locked --all-extras --python "$PY"
-for setup in scripts/speech-setup.sh; do
+for setup in scripts/ffmpeg-setup.sh scripts/speech-setup.sh; do
   [ -f "$setup" ] && bash "$setup"
 done
 echo "bootstrap: ready: $ROOT/.venv/bin/emoforge" >&2

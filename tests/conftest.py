@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.procs import stop_tagged
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_HOME = ROOT / ".cache" / "test-home"
@@ -18,6 +22,10 @@ os.environ["XDG_CACHE_HOME"] = str(TEST_HOME / "xdg-cache")
 os.environ["XDG_CONFIG_HOME"] = str(TEST_HOME / "xdg-config")
 os.environ["UV_CACHE_DIR"] = os.environ.get("UV_CACHE_DIR", str(ROOT / ".cache" / "uv"))
 os.environ.pop("EMOFORGE_HOME", None)
+# every process this session starts inherits this tag, even one re-parented to PID 1 after its parent was killed
+# (a build killed with -9 leaves its ephemeral Prefect server behind): the session's end finds and stops those only
+SESSION_TAG = f"EMOFORGE_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["EMOFORGE_TEST_SESSION"] = SESSION_TAG.split("=", 1)[1]
 
 from schemas.home import offline_env  # noqa: E402
 
@@ -42,7 +50,7 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prefect_api_url() -> str:
+def prefect_api_url():
     """The API URL of this test process's ephemeral Prefect server (started once), for build subprocesses to share
     instead of each starting its own."""
     from prefect import flow
@@ -53,4 +61,14 @@ def prefect_api_url() -> str:
         return 1
 
     _noop()
-    return SubprocessASGIServer().api_url
+    server = SubprocessASGIServer()
+    yield server.api_url
+    server.stop()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' own teardown (the ephemeral server's stop)
+def pytest_sessionfinish(session, exitstatus):
+    """Stop whatever this session started and left running (SIGTERM, then SIGKILL), and say what it was."""
+    stopped = stop_tagged(SESSION_TAG)
+    if stopped:
+        sys.stderr.write("\ntest session left processes running; stopped: " + "; ".join(stopped) + "\n")

@@ -27,6 +27,11 @@ def test_release_embeds_turn_audio_and_mixes(home):
     assert isinstance(utt.features["audio"], datasets.Audio)
     raw = utt.cast_column("audio", datasets.Audio(decode=False))
     n_words = raw["n_words"]
+    # what a user of the release does: datasets decodes the Audio column itself (torchcodec + FFmpeg's libraries)
+    decoded = utt[0]["audio"]
+    reference, sr = sf.read(io.BytesIO(raw[0]["audio"]["bytes"]), dtype="float32")
+    assert decoded["sampling_rate"] == sr == 22050
+    assert decoded["array"].shape == reference.shape and abs(decoded["array"] - reference).max() < 1e-3
     for i, row in enumerate(raw):
         samples, sr = sf.read(io.BytesIO(row["audio"]["bytes"]))
         assert sr == 22050 and samples.ndim == 1

@@ -3,12 +3,20 @@
 Layout under the home directory::
 
     store/<table>/<seq>-<pid>-<rand>.parquet   immutable part files (the Parquet store)
+    store/<table>/.names.lock                   taken for the instant a part gets its sequence number
     catalog.duckdb                              releases registry + views over the store
     releases/<version>/                         published releases (see ``warehouse.publish``)
 
 Writes are idempotent upserts by ``id``: a write adds a part file (written to a temporary name, then renamed),
 and readers see, for every id, the row of the newest part. Readers never take a lock, so they run while a writer
 writes. Small parts are merged by :meth:`Warehouse.compact` under the writer lock.
+
+"Newest" is a per-table sequence number, never a wall clock (hosts sharing the store disagree about the time):
+a part is written under a temporary name, then, holding the table's name lock, gets the next number (one more than
+the largest in the folder) and is renamed to it, so every number handed out is visible the moment it exists.
+A compaction lists its parts under that lock, merges them without it, and names the merged part with the largest
+number it merged: anything written during the merge has a larger number, so it is never shadowed, and the merged
+parts are the only ones deleted, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -34,12 +42,20 @@ class WarehouseError(RuntimeError):
     pass
 
 
-def _part_name() -> str:
-    return f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+def _part_name(seq: int) -> str:
+    return f"{seq:020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def part_seq(part: Path) -> int:
+    """The sequence number a part file's name starts with."""
+    return int(part.name.split("-", 1)[0])
 
 
 class Warehouse:
-    def __init__(self, home: str | os.PathLike):
+    def __init__(self, home: str | os.PathLike, compact_after: int = COMPACT_AFTER_PARTS):
+        """``compact_after``: a write that leaves more parts than this in its table merges them (if the write lock
+        is free right then)."""
+        self.compact_after = compact_after
         self.home = Path(home).resolve()
         self.store_dir = self.home / "store"
         self.releases_dir = self.home / "releases"
@@ -87,29 +103,35 @@ class Warehouse:
         if "id" not in table.column_names:
             raise WarehouseError(f"table {table_name!r}: rows need an 'id' column")
         folder = self.store_dir / table_name
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / _part_name()
-        tmp = final.with_suffix(".parquet.tmp")
+        tmp = folder / f".{os.getpid()}-{uuid.uuid4().hex}.parquet.tmp"
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, tmp, compression="zstd")
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            with self._names_lock(table_name):
+                parts = self._parts(table_name)
+                os.replace(tmp, folder / _part_name(part_seq(parts[-1]) + 1 if parts else 1))
         except OSError as exc:
             try:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass  # a read-only file system refuses even that; nothing was written
             raise WarehouseError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-        if len(self._parts(table_name)) > COMPACT_AFTER_PARTS:
+        if len(parts) + 1 > self.compact_after:
             with self.try_write_lock() as locked:
                 if locked:
                     self._compact_locked(table_name)
         return table.num_rows
 
+    def _names_lock(self, table_name: str) -> FileLock:
+        """Held only while a part gets its number and its final name (or a compaction lists what it merges)."""
+        return FileLock(str(self.store_dir / table_name / ".names.lock"), timeout=120)
+
     def _parts(self, table_name: str) -> list[Path]:
+        """The table's part files, oldest first (by sequence number)."""
         folder = self.store_dir / table_name
-        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        return sorted(folder.glob("[0-9]*.parquet"), key=lambda p: (part_seq(p), p.name)) if folder.is_dir() else []
 
     def compact(self, table_name: str | None = None) -> None:
         with self.write_lock():
@@ -117,16 +139,22 @@ class Warehouse:
                 self._compact_locked(name)
 
     def _compact_locked(self, table_name: str) -> None:
-        parts = self._parts(table_name)
+        """Merge the table's parts into one (the caller holds the write lock, so no other compaction runs; writers
+        may add parts meanwhile: they get larger numbers than the merged part and are left as they are)."""
+        folder = self.store_dir / table_name
+        with self._names_lock(table_name):
+            parts = self._parts(table_name)
         if len(parts) <= 1:
             return
         con = duckdb.connect()
         merged = con.sql(latest_rows_sql(_sql_list(parts))).to_arrow_table()
         con.close()
-        final = self.store_dir / table_name / _part_name()
-        tmp = final.with_suffix(".parquet.tmp")
+        tmp = folder / f".{os.getpid()}-{uuid.uuid4().hex}.parquet.tmp"
         pq.write_table(merged, tmp, compression="zstd")
-        os.replace(tmp, final)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        # the newest merged part's number; readers seeing both it and the merged part find the same rows in each
+        os.replace(tmp, folder / _part_name(part_seq(parts[-1])))
         for p in parts:
             p.unlink(missing_ok=True)
 

@@ -5,12 +5,18 @@ prompt-template version, an optional nonce), never the post-processing, so chang
 repeats no call. SQLite in WAL mode: each ``put`` is one committed transaction before the caller sees the
 result, so a ``kill -9`` at any moment leaves either the whole entry or nothing (no torn entries). Several
 processes may share one cache (WAL readers never block; writers wait up to ``busy_timeout``).
+
+From an event loop, ``await put_async(...)`` does the same off the loop: a writer thread commits every entry queued
+meanwhile in one transaction (group commit) and then wakes each caller, so the loop never waits on SQLite and a
+caller still sees its result only once its entry is committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import queue
 import sqlite3
 import threading
 import time
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_VERSION = 1
+IDLE_EXIT_S = 2.0  # a writer thread with nothing to write for this long ends
 
 
 def call_key(
@@ -89,6 +96,10 @@ class CallCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
+        self.commits = 0  # transactions the writer thread committed (fewer than writes: grouped)
+        self._queue: queue.SimpleQueue | None = None
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
         if not readonly:
             self.root.mkdir(parents=True, exist_ok=True)
             con = self._con()
@@ -157,6 +168,70 @@ class CallCache:
         )
         self.writes += 1
 
+    def put_async(self, key: str, *, model: str, text: str, finish_reason: str, prompt_tokens: int = 0,
+                  completion_tokens: int = 0, latency_s: float = 0.0, template_version: str = "") -> asyncio.Future:
+        """``put`` by the writer thread; the returned future (of the running loop) resolves once it is committed."""
+        if self.readonly:
+            raise PermissionError(f"cache {self.path} is opened read-only")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        row = (key, model, template_version, text, finish_reason, int(prompt_tokens), int(completion_tokens),
+               float(latency_s), time.time(), _checksum(key, text, finish_reason))
+        with self._writer_lock:
+            if self._writer is None:
+                self._queue = queue.SimpleQueue()
+                self._writer = threading.Thread(target=self._write_loop, args=(self._queue,),
+                                                name=f"llm-cache-writer-{self.path.parent.name}", daemon=True)
+                self._writer.start()
+            self._queue.put((row, loop, fut))
+        return fut
+
+    def _write_loop(self, q: queue.SimpleQueue) -> None:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA synchronous=NORMAL")  # as in _con: a commit survives a process kill
+        con.execute("PRAGMA busy_timeout=30000")
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=IDLE_EXIT_S)
+                except queue.Empty:
+                    with self._writer_lock:  # idle: end the thread (the next put_async starts a new one)
+                        if q.empty():
+                            if self._queue is q:
+                                self._writer = None
+                            return
+                    continue
+                if item is None:
+                    return
+                batch = [item]
+                while len(batch) < 512:  # everything queued meanwhile goes into the same transaction
+                    try:
+                        nxt = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        q.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(nxt)
+                error: BaseException | None = None
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.executemany("INSERT OR REPLACE INTO calls VALUES (?,?,?,?,?,?,?,?,?,?)", [b[0] for b in batch])
+                    con.execute("COMMIT")
+                    self.writes += len(batch)
+                    self.commits += 1
+                except sqlite3.Error as exc:
+                    error = exc
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                for _row, loop, fut in batch:
+                    try:
+                        loop.call_soon_threadsafe(_settle, fut, error)
+                    except RuntimeError:
+                        pass  # that loop is closed: nobody waits for this entry any more
+        finally:
+            con.close()
+
     def __contains__(self, key: str) -> bool:
         return self._con().execute("SELECT 1 FROM calls WHERE key = ?", (key,)).fetchone() is not None
 
@@ -183,7 +258,24 @@ class CallCache:
         return {"entries": n, "bad": bad}
 
     def close(self) -> None:
+        """Commit what the writer thread has queued, stop it, and close this thread's connection."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None and self._queue is not None:
+                self._queue.put(None)
+                self._queue = None
+        if writer is not None:
+            writer.join(60)
         con = getattr(self._local, "con", None)
         if con is not None:
             con.close()
             self._local.con = None
+
+
+def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
+    if fut.done():
+        return  # the caller was cancelled meanwhile
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

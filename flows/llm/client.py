@@ -313,11 +313,14 @@ class LLMPool:
         if n >= self.config.error_min_calls:
             rate = self._outcomes.count(False) / n
             if rate > self.config.error_rate_stop:
-                self._stopped = (f"error rate {rate:.0%} over the last {n} calls passed error_rate_stop="
-                                 f"{self.config.error_rate_stop:.0%} (last error: {kind})")
-                log.error("early stop: %s", self._stopped)
-                for name, router in self._routers.items():
-                    router.abort(EarlyStop("early_stop", self._stopped, model=name))
+                self._stop(f"error rate {rate:.0%} over the last {n} calls passed error_rate_stop="
+                           f"{self.config.error_rate_stop:.0%} (last error: {kind})")
+
+    def _stop(self, reason: str) -> None:
+        self._stopped = reason
+        log.error("early stop: %s", reason)
+        for name, router in self._routers.items():
+            router.abort(EarlyStop("early_stop", reason, model=name))
 
     def _check_stop(self, model: str) -> None:
         if self._stopped:
@@ -399,15 +402,18 @@ class LLMPool:
         router = self._routers[model]
         st = self._stats[model]
         pol = self.config.retry
-        kwargs: dict[str, Any] = {"model": spec.request_name, "messages": messages}
-        extra = {}
+        # the messages (and a JSON schema) go in the body as they are: passed as typed parameters, the openai client
+        # walks them recursively against its TypedDicts on every call (about 10 ms per call with a long
+        # conversation, the build's largest cost on the event loop); extra_body is merged over the body unchanged
+        kwargs: dict[str, Any] = {"model": spec.request_name, "messages": []}
+        extra: dict[str, Any] = {"messages": messages}
         for k, v in eff.items():
             (kwargs if k in STANDARD_SAMPLING_KEYS else extra)[k] = v
         if response_format is not None:
-            kwargs["response_format"] = response_format
-        if extra:
-            kwargs["extra_body"] = extra
+            extra["response_format"] = response_format
+        kwargs["extra_body"] = extra
         last: LLMCallError | None = None
+        last_cause = ("", "")
         for attempt in range(1, pol.max_attempts + 1):
             self._check_stop(model)
             ep = await router.acquire()
@@ -446,8 +452,10 @@ class LLMPool:
                 latency = time.monotonic() - started
                 _after_failure(router, ep, kind, retry_after, started, pol.max_retry_after_s)
                 st.attempt_errors[kind] += 1
-                last = LLMCallError(kind, f"{_short(exc)} (attempt {attempt}/{pol.max_attempts}, {ep.url}, "
-                                    f"{latency:.2f}s)", model=model, attempts=attempt, status=status)
+                msg = _connection_cause(exc) if kind == "connection" else _short(exc)
+                last_cause = (msg, ep.url)
+                last = LLMCallError(kind, f"{msg} (attempt {attempt}/{pol.max_attempts}, {ep.url}, {latency:.2f}s)",
+                                    model=model, attempts=attempt, status=status)
                 if kind not in RETRYABLE:
                     break
                 if attempt < pol.max_attempts:
@@ -467,7 +475,8 @@ class LLMPool:
             st.latencies.append(latency)
             st.last_end = time.monotonic()
             if self.cache is not None:
-                self.cache.put(key, model=spec.request_name, text=text, finish_reason=finish, prompt_tokens=ptok,
+                # committed (by the cache's writer thread, grouped with other calls) before the caller sees it
+                await self.cache.put_async(key, model=spec.request_name, text=text, finish_reason=finish, prompt_tokens=ptok,
                                completion_tokens=ctok, latency_s=latency, template_version=template_version)
             if finish == "length":
                 st.errors["length"] += 1
@@ -478,6 +487,13 @@ class LLMPool:
             return ChatResult(text, finish, ptok, ctok, latency, False, model, attempt, ep.url, key)
         assert last is not None
         st.errors[last.kind] += 1
+        if last.kind == "connection" and st.calls == 0 and not self._stopped:
+            # never reached since the run began, through every retry: more calls would only repeat that
+            self._stop(f"cannot reach model {model!r} at {last_cause[1]}: {last_cause[0]}, {last.attempts} attempts, "
+                       "and no call to it has succeeded in this run: check that the server is running and that "
+                       "base_url in the models config is right")
+            self._outcome(False, last.kind)
+            raise EarlyStop("early_stop", self._stopped, model=model, attempts=last.attempts)
         self._outcome(False, last.kind)
         raise last
 
@@ -541,6 +557,20 @@ def _after_failure(router: Router, ep: Endpoint, kind: str, retry_after: float |
         ep.cooldowns += 1
         router.cool_down(ep, min(30.0, 0.5 * 2 ** min(ep.cooldowns - 1, 6)))
     router.release(ep)
+
+
+def _connection_cause(exc: BaseException) -> str:
+    """What really failed when the transport could not talk to the server: the operating system's error
+    ("connection refused") rather than the wrapper's text (the aiohttp transport calls a refusal a timeout)."""
+    for cause in _causes(exc):
+        cause = getattr(cause, "os_error", None) or cause  # aiohttp's ClientConnectorError wraps the OS's error
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            if isinstance(cause, ConnectionRefusedError):
+                return f"connection refused ({cause.strerror or cause})"
+            if isinstance(cause, ConnectionResetError):
+                return f"connection reset by the server ({cause.strerror or cause})"
+            return f"cannot connect: {type(cause).__name__}: {cause.strerror or cause}"
+    return f"cannot connect: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:
