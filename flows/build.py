@@ -27,6 +27,7 @@ from flows.judge import CHECKS_JUDGE_ID, judgement_id, judges_decide, near_dupli
 from flows.scenarios import GridSpec, build_scenarios, pair_type
 from schemas.records import Judgement, Run, Scenario, content_id, text_hash, utcnow
 from schemas.taxonomy import Taxonomy, load_taxonomy
+from warehouse.locations import home_id, worker_home
 from warehouse.store import Warehouse
 
 log = logging.getLogger("emoforge.build")
@@ -129,9 +130,14 @@ def shard_scenarios(config: Config, models_cfg: Any, seed: int, start: int, end:
     return [scenario_at(tax, spec, j, domains) for j in range(start, end)]
 
 
-def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int, start: int, end: int) -> dict:
+def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int, start: int, end: int,
+                   home_id: str | None = None) -> dict:
+    """One shard, in this process or a Dask worker's. The worker finds the home at ``$EMOFORGE_WORKER_HOME`` when it
+    mounts it elsewhere than the scheduler, and checks it is the same home (``home_id``)."""
     from flows.llm.config import ModelsConfig
     from flows.progress import get_progress
+
+    home = str(worker_home(home, home_id))
 
     cfg = _config_from_dict(config)
     mcfg = ModelsConfig.model_validate(models)
@@ -145,7 +151,9 @@ def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int
         cancel=_CANCEL.get(run_id),
         advisory_judges=not judges_decide(jud, [mcfg.models[j] for j in mcfg.judges if j in mcfg.models]),
     )
-    return asyncio.run(_shard_main(mcfg, scns, ctx))
+    out = asyncio.run(_shard_main(mcfg, scns, ctx))
+    out["home"] = home
+    return out
 
 
 async def _shard_main(mcfg: Any, scns: list[Scenario], ctx: ShardContext) -> dict:
@@ -298,6 +306,7 @@ def merge_metrics(shards: list[dict], home: Path, scenarios: Sequence[Scenario],
         "gen_calls": sum(sh.get("gen_calls", 0) for sh in shards),
         "judge_calls": sum(sh.get("judge_calls", 0) for sh in shards),
         "reused_dialogues": sum(sh.get("reused_dialogues", 0) for sh in shards),
+        "worker_homes": sorted({sh["home"] for sh in shards if sh.get("home")}),
         "reused_judgements": sum(sh.get("reused_judgements", 0) for sh in shards),
         "judge_errors": sum(sh.get("judge_errors", 0) for sh in shards),
         "turn_retries_by_gate": dict(retries),
@@ -330,13 +339,15 @@ def _prefect_objects():
     from prefect.cache_policies import NO_CACHE
 
     @task(name="generate-and-judge-shard", cache_policy=NO_CACHE, persist_result=False)
-    def shard_task(home: str, run_id: str, config: dict, models: dict, seed: int, start: int, end: int) -> dict:
-        return run_shard_sync(home, run_id, config, models, seed, start, end)
+    def shard_task(home: str, run_id: str, config: dict, models: dict, seed: int, start: int, end: int,
+                   home_id: str | None = None) -> dict:
+        return run_shard_sync(home, run_id, config, models, seed, start, end, home_id)
 
     @flow(name="emoforge-build", persist_result=False, validate_parameters=False)
     def build_flow(home: str, run_id: str, config: dict, models: dict, seed: int, n_scenarios: int,
-                   shard_size: int) -> list[dict]:
-        futures = [shard_task.submit(home, run_id, config, models, seed, start, min(n_scenarios, start + shard_size))
+                   shard_size: int, home_id: str | None = None) -> list[dict]:
+        futures = [shard_task.submit(home, run_id, config, models, seed, start, min(n_scenarios, start + shard_size),
+                                     home_id)
                    for start in range(0, n_scenarios, shard_size)]
         results, errors = [], []
         try:
@@ -405,7 +416,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
             shards = flow_fn.with_options(task_runner=runner)(
                 home=str(home), run_id=run_id, config=config.model_dump(mode="json"),
                 models=live_cfg.model_dump(mode="json"), seed=seed, n_scenarios=len(scenarios),
-                shard_size=gen.shard_size,
+                shard_size=gen.shard_size, home_id=home_id(home),
             )
         near = apply_near_duplicates(home, scenarios, jud)
         metrics = merge_metrics(shards, home, scenarios, time.monotonic() - t0, near)
