@@ -193,9 +193,10 @@ def _publish_staged(fs: s3fs.S3FileSystem, remote: Remote, version: str, staging
         stale = []
     if stale:
         fs.rm(stale)
-    order = sorted(local, key=lambda r: (r == "README.md", r))
-    for rel in order:
-        fs.copy(f"{staging}/{rel}", f"{final}/{rel}")
+    first = sorted(r for r in local if r != "README.md")  # in parallel; the card after them
+    for batch in (first, [r for r in local if r == "README.md"]):
+        if batch:
+            fs.copy([f"{staging}/{r}" for r in batch], [f"{final}/{r}" for r in batch])
     _verify_objects(fs, final, local)
 
 
