@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ def remote_releases(remote: Remote) -> list[dict[str, Any]]:
 # ---- push ------------------------------------------------------------------------------------------------------
 def push_release(home: str | os.PathLike, version: str, remote: Remote, *, progress: bool = False) -> dict[str, Any]:
     """Upload release ``version`` of ``home`` to ``remote`` (see the module doc). Returns what was done."""
+    t0 = time.monotonic()
     src = resolve_release(home, version)
     manifest_bytes = (src / MANIFEST).read_bytes()
     digest = hashlib.sha256(manifest_bytes).hexdigest()
@@ -119,7 +121,8 @@ def push_release(home: str | os.PathLike, version: str, remote: Remote, *, progr
                 raise RemoteError(f"{remote}: another push wrote a different release {version} meanwhile") from None
         _remove(fs, staging)
     return {"version": version, "url": release_url(remote, version), "pushed": True, "bytes": nbytes,
-            "resumed_files": len(done), "mb_per_s": round(meter.rate_mb_s(), 2)}
+            "resumed_files": len(done), "upload_mb_per_s": round(meter.rate_mb_s(), 2),
+            "seconds": round(time.monotonic() - t0, 3)}
 
 
 def _local_digests(src: Path, files: dict[str, dict]) -> dict[str, dict[str, Any]]:

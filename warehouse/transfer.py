@@ -34,6 +34,7 @@ class TransferMeter:
         self.done = 0
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
+        self._t1: float | None = None  # set when the transfer ends: its rate stays the transfer's
         self._prog: Progress | None = None
         self._task: Any = None
         self._stop = threading.Event()
@@ -50,12 +51,12 @@ class TransferMeter:
         return _Bulk(self, on_file)
 
     def rate_mb_s(self) -> float:
-        dt = time.monotonic() - self._t0
+        dt = (self._t1 or time.monotonic()) - self._t0
         return self.done / MB / dt if dt > 0 else 0.0
 
     def line(self) -> str:
         return (f"{self.label}: {self.done / MB:.1f}/{self.total / MB:.1f} MB "
-                f"({self.rate_mb_s():.1f} MB/s, {time.monotonic() - self._t0:.0f}s)")
+                f"({self.rate_mb_s():.1f} MB/s, {(self._t1 or time.monotonic()) - self._t0:.0f}s)")
 
     def __enter__(self) -> "TransferMeter":
         self._t0 = time.monotonic()
@@ -76,6 +77,7 @@ class TransferMeter:
             self.console.print(self.line(), highlight=False, soft_wrap=True)
 
     def __exit__(self, *exc: Any) -> None:
+        self._t1 = time.monotonic()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)

@@ -83,7 +83,8 @@ def register(app: typer.Typer) -> None:
         except (ReleaseError, RemoteError, VersionError) as exc:
             fail(str(exc))
         if out["pushed"]:
-            console.print(f"release {version} pushed to {to}: {out['bytes'] / 1e6:.1f} MB at {out['mb_per_s']} MB/s"
+            console.print(f"release {version} pushed to {to}: {out['bytes'] / 1e6:.1f} MB uploaded at {out['upload_mb_per_s']} MB/s, "
+                          f"{out['seconds']:.1f}s in all"
                           + (f" ({out['resumed_files']} files reused from an interrupted push)" if out["resumed_files"] else "")
                           + "; every object verified")
         else:
