@@ -51,6 +51,7 @@ from flows.speech.retry import resynthesise_failed
 from schemas.records import Run, Scenario, content_id, utcnow
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.home_meta import remember
+from warehouse.locations import home_id
 from warehouse.publish import PublishError, publish_release
 from warehouse.store import Warehouse
 
@@ -87,6 +88,7 @@ def plan_scenarios(tax: Taxonomy, models_cfg: Any, gen: GenerationConfig, seed: 
 def run_shard_sync(control: RunControl, index: int, scenarios: list[Scenario], tax: Taxonomy, config: Config,
                    models_cfg: ModelsConfig) -> dict:
     """Generate (or reuse) and judge one slice of the planned scenarios; returns the shard's summary."""
+    control = control.on_worker()
     gen, jud = sections(config)
     stored, judgements = load_stored(Path(control.home), scenarios)
     ctx = ShardContext(
@@ -96,7 +98,9 @@ def run_shard_sync(control: RunControl, index: int, scenarios: list[Scenario], t
         advisory_judges=not judges_decide(jud, [models_cfg.models[j] for j in models_cfg.judges
                                                 if j in models_cfg.models]),
     )
-    return asyncio.run(_shard_main(models_cfg, scenarios, ctx))
+    out = asyncio.run(_shard_main(models_cfg, scenarios, ctx))
+    out["home"] = control.home
+    return out
 
 
 async def _shard_main(models_cfg: ModelsConfig, scenarios: list[Scenario], ctx: ShardContext) -> dict:
@@ -209,7 +213,7 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
                    n_dialogues: int | None, version: str | None, publish: bool, progress: bool) -> dict:
     """One build, every stage a task of this flow run (see the module doc)."""
     gen, jud = sections(config)
-    control = RunControl(home, run.id)
+    control = RunControl(home, run.id, home_id(home))
     status, error, interrupted = "failed", None, False
     summary: dict[str, Any] = {"run_id": run.id}
     metrics: dict[str, Any] = {}

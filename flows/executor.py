@@ -23,9 +23,11 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+from warehouse.locations import worker_home
 
 T = TypeVar("T")
 
@@ -39,6 +41,12 @@ class RunControl:
 
     home: str
     run_id: str
+    home_id: str | None = None  # the home's identity (warehouse.locations): a worker checks it sees the same home
+
+    def on_worker(self) -> "RunControl":
+        """This control as a (possibly remote) worker sees the home: ``$EMOFORGE_WORKER_HOME`` when it mounts the
+        home elsewhere than the scheduler (checked against ``home_id``)."""
+        return replace(self, home=str(worker_home(self.home, self.home_id)))
 
     @property
     def dir(self) -> Path:

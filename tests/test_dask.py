@@ -98,3 +98,32 @@ def test_build_on_a_two_worker_dask_cluster(home, monkeypatch):
         assert stub.stats()["requests"] == calls
         assert again["metrics"]["gen_calls"] == 0 and again["metrics"]["reused_dialogues"] == n
         assert state()[0] == rows
+
+
+def test_workers_see_the_home_under_another_path(tmp_path):
+    """Hosts mount the shared home at their own paths: the scheduler uses one, the workers (EMOFORGE_WORKER_HOME)
+    another (here a symlink); the shards land in the one home (a worker on another home: test_relocation)."""
+    from flows.build import BuildConfig, run_build
+    from flows.llm.config import parse_models_config
+    from flows.llm.stub import StubConfig, StubServer
+    from warehouse.store import Warehouse
+
+    home = tmp_path / "scheduler-view" / "home"
+    home.mkdir(parents=True)
+    alias = tmp_path / "worker-mount" / "emoforge"
+    alias.parent.mkdir()
+    alias.symlink_to(home)
+    cfg = BuildConfig.model_validate({"generation": {"shard_size": 2, "domains": ["Travel", "Food"]},
+                                      "judging": {"accept_at": 1.0, "reject_below": 1.0, "max_spread": 4.0,
+                                                  "min_safety": 1}})
+    runner = make_task_runner("dask-local:2")
+    runner.cluster_kwargs = {**runner.cluster_kwargs, "env": {"EMOFORGE_WORKER_HOME": str(alias)}}
+    with StubServer(StubConfig(latency_s=0.002, seed=6)) as stub:
+        ep = [{"base_url": stub.url}]
+        mcfg = parse_models_config({"models": {m: {"endpoints": ep, "timeout_s": 10} for m in ("m1", "m2", "judge")},
+                                    "pairs": [["m1", "m2"]], "judges": ["judge"]})
+        summary = run_build(home, cfg, mcfg, n_dialogues=4, seed=0, publish=False, progress=False, task_runner=runner)
+    assert summary["metrics"]["worker_homes"] == [str(alias)]  # every shard used the worker's own path
+    assert summary["metrics"]["missing"] == 0 and Warehouse(home).count("dialogues") == 4
+    pids = {int(re.match(r"\d+-(\d+)-", p.name).group(1)) for p in (home / "store" / "turns").glob("*.parquet")}
+    assert os.getpid() not in pids  # written by the worker processes, through their path

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from schemas.digest import file_sha256
+from warehouse.locations import catalog_path, ensure_relocatable, record_home, release_dir
 from warehouse.store import Warehouse
 from warehouse.versions import check_version, sort_versions
 
@@ -83,13 +84,14 @@ def register_release(wh: Warehouse, path: Path) -> None:
             con.execute(
                 "INSERT INTO releases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    manifest["version"], str(path), datetime.fromisoformat(manifest["created_at"]),
+                    manifest["version"], catalog_path(wh, path), datetime.fromisoformat(manifest["created_at"]),
                     manifest.get("parent"), counts["dialogues"], counts["utterances"],
                     json.dumps(counts["splits"]), manifest["config_fingerprint"], manifest["code_version"],
                     hash_file(path / "manifest.json"),
                 ],
             )
             wh.refresh_catalog_views(con)
+            record_home(con, wh)
             con.execute("COMMIT")
         except duckdb.Error:
             con.execute("ROLLBACK")
@@ -125,12 +127,13 @@ def list_releases(wh: Warehouse) -> list[dict[str, Any]]:
         with wh.try_write_lock() as locked:
             if locked:
                 reconcile(wh)
+    ensure_relocatable(wh)  # a moved home, or one written with absolute paths: fixed once, here
     with wh.catalog() as con:
         rows = con.execute(
             "SELECT version, path, created_at, parent, n_dialogues, n_utterances, counts_json FROM releases"
         ).fetchall()
     out = [
-        {"version": v, "path": p, "created": c.isoformat(), "parent": par,
+        {"version": v, "path": str(release_dir(wh, p)), "created": c.isoformat(), "parent": par,
          "counts": {"dialogues": nd, "utterances": nu, "splits": json.loads(cj)}}
         for v, p, c, par, nd, nu, cj in rows
     ]

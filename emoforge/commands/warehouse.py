@@ -62,18 +62,24 @@ def register(app: typer.Typer) -> None:
     def releases(
         home: HomeOpt = None,
         as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+        remote: Annotated[Optional[str], typer.Option("--remote", help="list a remote's releases instead")] = None,
     ) -> None:
-        """List the published releases."""
+        """List the published releases (of this home, or of a remote)."""
         path = open_home(home)
         from warehouse.releases import list_releases
         from warehouse.store import Warehouse
 
-        rows = list_releases(Warehouse(path))
+        if remote:
+            rows = _remote_call(path, remote, lambda r: _remote_sync().remote_releases(r))
+            for r in rows:
+                r["path"] = r["url"]
+        else:
+            rows = list_releases(Warehouse(path))
         if as_json:
             typer.echo(json.dumps(rows, indent=1))
             return
         if not rows:
-            console.print(f"no releases in {path}")
+            console.print(f"no releases in {remote or path}")
             return
         from rich.table import Table
 
@@ -88,14 +94,19 @@ def register(app: typer.Typer) -> None:
         version: Annotated[str, typer.Argument(help="release version, e.g. 0.2.0")],
         to: Annotated[Path, typer.Option("--to", help="destination directory (new or empty)")],
         home: HomeOpt = None,
+        from_: Annotated[Optional[str], typer.Option("--from", help="pull from this remote instead of the home")] = None,
+        progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ) -> None:
-        """Copy a release out of the warehouse and verify every checksum."""
+        """Copy a release out of the warehouse (or download it from a remote) and verify every checksum."""
         path = open_home(home)
         from warehouse.releases import ReleaseError, pull_release
         from warehouse.versions import VersionError
 
         try:
-            dest = pull_release(path, version, to)
+            if from_:
+                dest = _remote_call(path, from_, lambda r: _remote_sync().pull_remote(r, version, to, progress=progress))
+            else:
+                dest = pull_release(path, version, to)
         except (ReleaseError, VersionError) as exc:
             fail(str(exc))
         console.print(f"release {version} copied to {dest}; all checksums verified")
@@ -136,15 +147,21 @@ def register(app: typer.Typer) -> None:
     def sql(
         query: Annotated[str, typer.Argument(help="DuckDB SQL over the tables (dialogues, turns, judgements, ...)")],
         home: HomeOpt = None,
+        remote: Annotated[Optional[str], typer.Option(
+            "--remote", help="query a remote release's Parquet in place (tables: utterances, dialogues)")] = None,
+        version: Annotated[Optional[str], typer.Option("--version", help="with --remote: release (default: latest)")] = None,
     ) -> None:
-        """Run a read-only SQL query over the warehouse tables."""
+        """Run a read-only SQL query over the warehouse tables (or over a release on a remote)."""
         path = open_home(home)
         import duckdb
 
         from warehouse.store import Warehouse
 
         try:
-            table = Warehouse(path).query(query)
+            if remote:
+                table = _remote_call(path, remote, lambda r: _remote_query(r, version, query))
+            else:
+                table = Warehouse(path).query(query)
         except duckdb.Error as exc:
             fail(f"query failed: {exc}")
         typer.echo(table.to_pandas().to_string(max_rows=200))
@@ -177,3 +194,31 @@ def register(app: typer.Typer) -> None:
 
         Warehouse(path).compact()
         console.print("compacted")
+
+
+def _remote_sync():
+    from warehouse import remote_sync
+
+    return remote_sync
+
+
+def _remote_call(home: Path, name: str, fn):
+    """Run ``fn(remote)``; a remote's, a release's or a version's error is printed for the user (no stack trace)."""
+    from warehouse.releases import ReleaseError
+    from warehouse.remote import RemoteError, get_remote, remote_errors
+    from warehouse.versions import VersionError
+
+    try:
+        remote = get_remote(home, name)
+        with remote_errors(remote):
+            return fn(remote)
+    except (RemoteError, ReleaseError, VersionError) as exc:
+        fail(str(exc))
+
+
+def _remote_query(remote, version: str | None, query: str):
+    con, _ = _remote_sync().remote_connection(remote, version)
+    try:
+        return con.sql(query).to_arrow_table()
+    finally:
+        con.close()
