@@ -15,6 +15,14 @@ ProjectOpt = Annotated[str, typer.Option("--project", help="Label Studio project
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
+def _fail(message: str, as_json: bool, code: int = 2) -> "typer.Exit":
+    """An error: ``{"error": ...}`` on stdout with ``--json`` (so a script always reads JSON), else the usual line."""
+    if as_json:
+        typer.echo(json.dumps({"error": message}))
+        raise typer.Exit(code)
+    return fail(message, code)
+
+
 def _emotions(config: Path | None, taxonomy: str | None) -> list[str]:
     from emoforge.config import load_config
     from schemas.taxonomy import load_taxonomy
@@ -110,6 +118,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[Optional[int], typer.Option("--limit", help="push at most this many dialogues")] = None,
         dialogue: Annotated[Optional[list[str]], typer.Option("--dialogue", help="push these dialogue ids (repeatable) instead of selecting")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would be pushed")] = False,
+        prefill_verdict: Annotated[bool, typer.Option("--prefill-verdict", help="pre-select the llm judge's verdict and rating in the form (default: shown as information only)")] = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Create/update the review project and push the dialogues that need human eyes (idempotent)."""
@@ -128,7 +137,11 @@ def register(app: typer.Typer) -> None:
                 out = {"selected": len(chosen), "by_reason": {}}
                 for _, r in chosen:
                     out["by_reason"][r] = out["by_reason"].get(r, 0) + 1
-                typer.echo(json.dumps(out, indent=None if as_json else 1))
+                if as_json:
+                    typer.echo(json.dumps(out))
+                else:
+                    console.print(f"would push {out['selected']} dialogue(s): "
+                                  + (", ".join(f"{n} {r}" for r, n in out["by_reason"].items()) or "none"))
                 return
             emotions = _emotions(config, taxonomy)
             client = connect(path, url)
@@ -137,10 +150,10 @@ def register(app: typer.Typer) -> None:
             with Progress(console=console, transient=True) as prog:
                 t = prog.add_task("importing tasks", total=None)
                 rep = push(path, client, policy=policy, title=project, emotions=emotions, overlap=overlap,
-                           dialogue_ids=list(dialogue) if dialogue else None,
+                           dialogue_ids=list(dialogue) if dialogue else None, prefill_verdict=prefill_verdict,
                            progress=lambda done, total: prog.update(t, completed=done, total=total))
         except (PushError, LabelStudioError, ConfigError, TaxonomyError) as exc:
-            fail(str(exc))
+            _fail(str(exc), as_json)
         out = rep.as_dict()
         if as_json:
             typer.echo(json.dumps(out))
@@ -174,14 +187,17 @@ def register(app: typer.Typer) -> None:
             try:
                 reports = review_poll_flow_fn()(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:
-                fail(str(exc))
+                _fail(str(exc), as_json)
             last = reports[-1] if reports else {}
-            typer.echo(json.dumps({"polls": len(reports), **last}))
+            if as_json:
+                typer.echo(json.dumps({"polls": len(reports), **last}))
+            else:
+                console.print(f"{len(reports)} poll(s); last: " + ", ".join(f"{k} {v}" for k, v in last.items()))
             return
         try:
             rep = pull(path, connect(path, url), title=project)
         except (PushError, LabelStudioError) as exc:
-            fail(str(exc))
+            _fail(str(exc), as_json)
         out = rep.as_dict()
         if as_json:
             typer.echo(json.dumps(out | {"problem_list": [str(p) for p in rep.problems]}))
