@@ -152,7 +152,10 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
             page.fill("input[name=email]", email)
             page.fill("input[name=password]", secrets.token_urlsafe(12))
             page.locator("button[type=submit]").click()
-            page.wait_for_url("**/projects**", timeout=120_000)
+            page.wait_for_url(lambda u: "/user/signup" not in u, timeout=120_000)
+            # Community Edition has no roles: the new annotator's home offers what an admin's does (docs say so)
+            page.get_by_text("Create Project").first.wait_for(timeout=120_000)
+            assert page.get_by_text("Invite Members").first.is_visible()
 
             # ---- the task list: what a reviewer sorts by, no internals --------------------------------------------
             page.goto(f"{url}/projects/{pushed['project_id']}/data")
