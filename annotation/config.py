@@ -8,9 +8,11 @@ verdict, the 1-5 rating and a comment in one compact bar.
 
 Controls are named explicitly (``emotion_0`` … ``emotion_<n-1>``; no ``Repeater``, whose generated names Label
 Studio's prediction validator does not know). A project's config has ``slots`` turn rows (enough for its longest
-dialogue); a row is shown only when its turn has an emotion selected, and every real turn has one from the
-pre-annotation, so a 4-turn dialogue shows 4 rows in a 16-row config. Task data always carries every slot's keys
-(empty for turns the dialogue does not have) so Label Studio's data checks pass.
+dialogue, at least 16). Task data always carries every slot's keys (Label Studio checks them); a row the dialogue
+does not have carries a marker that the page's style hides (a ``visibleWhen`` on the row would need the row's own
+choice, which Label Studio evaluates as a cycle). The per-turn dropdowns are not ``required``: every real turn is
+pre-filled, a dropdown cannot be emptied, and ``review pull`` names a turn left without a label ("turn 2"); the
+verdict and the rating are required, with messages in the annotator's words.
 
 With speech (``audio=True``): the mixed dialogue has a player above the turns, and each turn's bubble has a play
 button for its own clip. Without speech no audio control appears at all (the paragraph time stamps and the
@@ -46,14 +48,17 @@ _STYLE_COMMON = """
     .emo-help { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: 4px 10px; margin-bottom: 6px; font-size: 13px; }
     .emo-help .lsf-richtext, .emo-meta .lsf-richtext { font-size: 13px !important; line-height: 1.4; padding: 0 !important; }
     .emo-meta { margin-bottom: 6px; }
-    .emo-turn { display: flex; gap: 12px; align-items: center; border-bottom: 1px solid #eee; padding: 2px 0; }
-    .emo-turn > div:first-child { flex: 1 1 auto; min-width: 0; }
-    .emo-side { flex: 0 0 230px; }
+    .emo-turn { display: flex; gap: 12px; align-items: center; border-bottom: 1px solid #eee; padding: 0; }
+    .emo-turn > div:first-child { flex: 1 1 0; min-width: 0; margin: 0 !important; }
+    .emo-turn [class*="wrapper_header--"] { display: none !important; }
+    .emo-turn [class*="phrase--"] { margin: 3px 0 !important; padding-top: 2px !important; padding-bottom: 3px !important; }
+    .emo-side { flex: 0 0 240px; margin-left: auto; display: flex; flex-direction: column; gap: 2px; }
     .emo-side .lsf-richtext, .emo-side .htx-richtext { font-size: 12px !important; color: #57606a; padding: 0 !important; }
     .emo-turn:has(.emo-absent) { display: none !important; }
     .emo-bar { display: flex; gap: 24px; align-items: flex-start; border-top: 2px solid #d0d7de; margin-top: 6px; padding-top: 6px; }
     .emo-bar > div { flex: 0 0 auto; }
     .emo-bar > div:last-child { flex: 1 1 auto; }
+    .emo-bar textarea { min-width: 420px; }
     [class*="selectAllBtnWrapper--"] { display: none !important; }
     .emo-turn [class*="filterContainer"], .emo-turn .lsf-paragraphs-filter, .emo-turn [class*="authorFilter"] { display: none !important; }
 """

@@ -240,3 +240,28 @@ def test_cli_status_and_pull(labelstudio, tmp_path):
     r = runner.invoke(app, ["labelstudio", "invite", "--home", str(home), "--url", labelstudio["url"]])
     assert r.exit_code == 0 and "/user/signup/?token=" in r.stdout
     assert labelstudio["token"] not in r.output
+
+
+@pytest.mark.slow
+def test_restart_right_after_stop_on_the_same_port(labelstudio):
+    """`labelstudio stop` then `start` on the same port at once: the connections the stopped server leaves in
+    TIME-WAIT do not make the port look busy (the session's server is restarted; later tests use it as before)."""
+    import time
+
+    import psutil
+
+    from annotation.server import stop
+
+    home, url = labelstudio["home"], labelstudio["url"]
+    port = int(url.rsplit(":", 1)[1])
+    with httpx.Client(timeout=30) as keep_alive:  # an open connection the server closes first when it stops
+        assert keep_alive.get(url + "/health").status_code == 200
+        assert stop(home)
+    lingering = [c for c in psutil.net_connections(kind="tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT]
+    assert lingering, "the scenario needs a TIME-WAIT socket on the port"
+    t0 = time.monotonic()
+    info = start(home, port=port, timeout=420)
+    assert info["started"] and info["port"] == port and info["url"] == url
+    assert status(home)["healthy"]
+    print(json.dumps({"restart_after_stop_s": round(time.monotonic() - t0, 1), "time_wait_sockets": len(lingering)}))
