@@ -67,6 +67,20 @@ def seed(home: Path) -> None:
     wh.upsert(js)
 
 
+def login(page, url: str, email: str, password: str) -> None:
+    page.goto(url + "/user/login/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(lambda u: "/user/login" not in u, timeout=120_000)
+
+
+def error_lines(log: Path, start: int) -> list[str]:
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        return [line for line in fh.read().decode(errors="replace").splitlines() if "[ERROR]" in line]
+
+
 def cli(*args: str) -> dict:
     from typer.testing import CliRunner
 
@@ -104,6 +118,14 @@ def screenshot(page, path: Path) -> None:
         const a = top.getBoundingClientRect(), b = bar.getBoundingClientRect();
         return {x: Math.max(0, b.left - 16), y: Math.max(0, a.top - 60), width: b.width + 32, height: b.bottom - a.top + 130}; }""")
     page.screenshot(path=str(path), clip=box)
+
+
+def dismiss_warning(page, text: str) -> None:
+    """The required-answer warning: it must name the answer in the annotator's words; close it."""
+    modal = page.locator(".ant-modal-wrap").filter(has_text=text)
+    modal.wait_for(state="visible", timeout=20_000)
+    modal.get_by_role("button", name="OK").click()
+    modal.wait_for(state="hidden", timeout=20_000)
 
 
 def choose_emotion(page, row: int, emotion: str) -> None:
@@ -192,9 +214,7 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
 
             # a missing required answer is named as the annotator sees it
             page.get_by_role("button", name="Submit").click()
-            warning = page.get_by_text("Choose accept or reject for the dialogue")
-            warning.wait_for(timeout=20_000)
-            page.get_by_role("button", name="OK").click()
+            dismiss_warning(page, "Choose accept or reject for the dialogue")
 
             choose_emotion(page, 1, "Sad")
             assert turn_rows(page).nth(1).locator(".lsf-choices_layout_select button").inner_text().strip() == "Sad"
@@ -210,6 +230,10 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
             height = page_height(page)
             assert height < 3000, f"the 10-turn page is {height:.0f} px tall"
             page.locator("input[name=reject]").check()
+            page.locator(".ant-rate-star").nth(1).click()
+            page.locator(".ant-rate-star").nth(1).click()  # a second click on the same star clears the rating ...
+            page.get_by_role("button", name="Submit").click()
+            dismiss_warning(page, "Rate the overall quality")  # ... and submit says so
             page.locator(".ant-rate-star").nth(1).click()
             page.locator(".emo-bar textarea").fill("too long and repetitive")
             screenshot(page, SHOTS / "review-10-turns.png")
@@ -240,7 +264,72 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
     assert not any(r["dialogue_id"] == "d10" for r in utts)  # rejected by the human over the judge
 
     # ---- our configuration put no error into the server log -------------------------------------------------------
-    with open(log, "rb") as fh:
-        fh.seek(log_start)
-        new_lines = fh.read().decode(errors="replace").splitlines()
-    assert not [line for line in new_lines if "[ERROR]" in line], [line for line in new_lines if "[ERROR]" in line][:5]
+    assert not error_lines(log, log_start), error_lines(log, log_start)[:5]
+
+
+def seed_speech(home: Path) -> dict[int, str]:
+    """d2: two turns with a clip each and a mixed file (1 s and 0.5 s tones). Returns turn idx -> clip path."""
+    import numpy as np
+    import soundfile as sf
+
+    from schemas.records import AudioClip
+
+    seed(home)
+    rate, clips, paths = 16000, [], {}
+    for idx, secs in ((0, 1.0), (1, 0.5), (None, 1.5)):
+        kind = "mix" if idx is None else "turn"
+        rel = f"{'mixes' if idx is None else 'clips'}/d4/d4-{kind}-{idx}.wav"
+        path = home / "audio" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(rate * secs)) / rate
+        sf.write(str(path), (0.2 * np.sin(2 * np.pi * 220 * t)).astype("float32"), rate)
+        clips.append(AudioClip(id=f"clip-{kind}-{idx}", dialogue_id="d4", kind=kind, path=rel, engine="test",
+                               voice="v", sample_rate=rate, duration_s=secs, sha256="0" * 64,
+                               turn_id=None if idx is None else Turn.make_id("d4", idx)))
+        if idx is not None:
+            paths[idx] = str(path)
+    Warehouse(home).upsert(clips)
+    return paths
+
+
+@pytest.mark.slow
+def test_speech_dialogue_gets_players(labelstudio, tmp_path):
+    """With speech: a player for the mixed dialogue and a play button per turn clip, served by Label Studio."""
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    from annotation.client import connect
+    from annotation.labelstudio_view import list_all, local_file_url
+    from annotation.push import push
+    from schemas.taxonomy import load_taxonomy
+
+    url, ls_home = labelstudio["url"], labelstudio["home"]
+    log = ls_home / "labelstudio" / "server.log"
+    log_start = log.stat().st_size
+    home = tmp_path / "home"
+    clip_paths = seed_speech(home)
+    client = connect(home, url=url)
+    rep = push(home, client, title=f"speech {tmp_path.name}", dialogue_ids=["d4"],
+               emotions=load_taxonomy("deepdialogue").emotion_names)
+    task = list_all(client.tasks.list, project=rep.project_id, fields="all")[0]
+    assert task.data["turn_0_audio"] == local_file_url(Path(clip_paths[0])) and task.data["audio"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1600})
+        try:
+            login(page, url, "admin@emoforge.test", labelstudio["password"])
+            open_task(page, url, rep.project_id, task.id)
+            rows = turn_rows(page)
+            assert rows.count() == 4
+            # turns 1 and 2 have clips: a play button each; the mixed dialogue has its own player above
+            assert rows.nth(0).get_by_role("button", name="play").is_visible()
+            assert rows.nth(1).get_by_role("button", name="play").is_visible()
+            assert page.get_by_text("Whole dialogue (mixed audio)").is_visible()
+            for idx in (0, 1):
+                status = page.evaluate("u => fetch(u).then(r => r.status)", url + task.data[f"turn_{idx}_audio"])
+                assert status == 200, (idx, status)
+            assert page.evaluate("u => fetch(u).then(r => r.status)", url + task.data["audio"]) == 200
+            screenshot(page, SHOTS / "review-speech.png")
+        finally:
+            browser.close()
+    assert not error_lines(log, log_start), error_lines(log, log_start)[:5]
