@@ -38,7 +38,8 @@ def view_data(slots: int) -> dict:
     hidden = hidden_columns(slots)
     return {"title": VIEW_TITLE, "type": "list", "target": "tasks",
             "hiddenColumns": {"explore": hidden, "labeling": hidden + [f"tasks:data.{k}" for k in SHOWN[2:]]},
-            "ordering": ["tasks:data.review_reason"], "columnsWidth": {}, "columnsDisplayType": {}, "gridWidth": 4,
+            "ordering": ["tasks:data.review_reason"], "columnsWidth": {},
+            "columnsDisplayType": {"tasks:data.judge_score": "Number", "tasks:data.n_turns": "Number"}, "gridWidth": 4,
             "filters": {"conjunction": "and", "items": []}}
 
 

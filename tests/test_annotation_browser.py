@@ -188,7 +188,7 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
                 assert shown in head, shown
             for hidden in ("emoforge_text_hash", "emoforge_config", "turn_0", "intended_0", "meta"):
                 assert hidden not in head.split(), hidden
-            page.screenshot(path=str(tmp_path / "task-list.png"))
+            page.screenshot(path=str(SHOTS / "review-task-list.png"), clip={"x": 0, "y": 0, "width": 1500, "height": 330})
 
             # ---- the 4-turn dialogue: reads like a conversation, nothing decided for the annotator ---------------
             open_task(page, url, pushed["project_id"], tasks["d4"])
