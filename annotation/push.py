@@ -184,7 +184,9 @@ def ensure_project(client, title: str, emotions: list[str], overlap: int, model_
         try:
             client.projects.update(id=project.id, **({"label_config": xml} if changed else {}), **settings)
         except Exception as exc:  # label studio refuses configs that drop labels already used
-            raise PushError(f"Label Studio refused to update the labeling config of project {title!r}: {_api_error(exc)}") from None
+            raise PushError(f"Label Studio refused to update the labeling config of project {title!r}: {_api_error(exc)} "
+                            "(a project made by an older emoforge, or whose tasks lack the new turn rows, keeps its "
+                            "config: push to a new project with --project)") from None
         project = client.projects.get(id=project.id)
     return project, False, changed
 
