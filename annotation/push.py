@@ -254,18 +254,8 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
         chosen = [(d, "manual") for d in dialogue_ids]
     else:
         chosen = select_for_review(home, policy)
-    con = wh.connect()
-    try:
-        judgements = latest_judgements(con)
-        ids = [d for d, _ in chosen]
-        drows = {r["id"]: r for r in con.sql(
-            "SELECT * FROM dialogues WHERE id IN (SELECT unnest($ids))", params={"ids": ids}).to_arrow_table().to_pylist()}
-        trows: dict[str, list[dict]] = defaultdict(list)
-        for r in con.sql("SELECT * FROM turns WHERE dialogue_id IN (SELECT unnest($ids)) ORDER BY dialogue_id, idx",
-                         params={"ids": ids}).to_arrow_table().to_pylist():
-            trows[r["dialogue_id"]].append(r)
-    finally:
-        con.close()
+    ids = [d for d, _ in chosen]
+    judgements, drows, trows = _load_dialogues(wh, ids)
     missing = [d for d in ids if d not in drows or not trows.get(d)]
     if missing:
         raise PushError(f"{len(missing)} dialogue(s) not in the warehouse or without turns: {', '.join(missing[:5])}")
@@ -332,6 +322,22 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
         report.created = len(todo)
     _upsert_ledger(wh, ledger)
     return report
+
+
+def _load_dialogues(wh: Warehouse, ids: list[str]) -> tuple[dict, dict, dict]:
+    """(latest judgements by dialogue, dialogue rows by id, turn rows by dialogue sorted by idx) for ``ids``."""
+    con = wh.connect()
+    try:
+        judgements = latest_judgements(con)
+        drows = {r["id"]: r for r in con.sql(
+            "SELECT * FROM dialogues WHERE id IN (SELECT unnest($ids))", params={"ids": ids}).to_arrow_table().to_pylist()}
+        trows: dict[str, list[dict]] = defaultdict(list)
+        for r in con.sql("SELECT * FROM turns WHERE dialogue_id IN (SELECT unnest($ids)) ORDER BY dialogue_id, idx",
+                         params={"ids": ids}).to_arrow_table().to_pylist():
+            trows[r["dialogue_id"]].append(r)
+    finally:
+        con.close()
+    return judgements, drows, trows
 
 
 def _upsert_ledger(wh: Warehouse, rows: list[ReviewTask]) -> None:
