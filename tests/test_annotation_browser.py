@@ -188,6 +188,8 @@ def test_annotator_reviews_in_the_browser(labelstudio, tmp_path):
                 assert shown in head, shown
             for hidden in ("emoforge_text_hash", "emoforge_config", "turn_0", "intended_0", "meta"):
                 assert hidden not in head.split(), hidden
+            for admin_only_elsewhere in ("Settings", "Import", "Export"):  # Community Edition: no roles (docs say so)
+                assert page.get_by_text(admin_only_elsewhere, exact=True).first.is_visible(), admin_only_elsewhere
             page.screenshot(path=str(SHOTS / "review-task-list.png"), clip={"x": 0, "y": 0, "width": 1500, "height": 330})
 
             # ---- the 4-turn dialogue: reads like a conversation, nothing decided for the annotator ---------------
