@@ -62,6 +62,9 @@ _STYLE_COMMON = """
     [class*="selectAllBtnWrapper--"] { display: none !important; }
     .emo-turn [class*="filterContainer"], .emo-turn .lsf-paragraphs-filter, .emo-turn [class*="authorFilter"] { display: none !important; }
 """
+_STYLE_AUDIO = """
+    .emo-turn [class*="phraseContainer--"]:not(:has(button[aria-label="play"], button[aria-label="pause"])) [class*="time--"] { display: none !important; }
+"""
 _STYLE_NO_AUDIO = """
     .emo-turn [class*="time--"], .emo-turn [class*="play--"], .emo-turn [class*="playNewUi--"] { display: none !important; }
 """
@@ -94,7 +97,7 @@ def labeling_config(emotions: list[str], slots: int = MIN_SLOTS, audio: bool = F
         raise ValueError(f"a config needs at least one turn row, got {slots}")
     choices = "\n".join(f"        <Choice value={quoteattr(e)}/>" for e in emotions)
     rows = "\n".join(_turn_row(i, choices, audio) for i in range(slots))
-    style = _STYLE_COMMON + ("" if audio else _STYLE_NO_AUDIO)
+    style = _STYLE_COMMON + (_STYLE_AUDIO if audio else _STYLE_NO_AUDIO)  # turns without a clip: no time stamp
     mix = ('  <Header value="Whole dialogue (mixed audio)" size="6"/>\n'
            '  <Audio name="mix" value="$audio" hotkey="ctrl+space"/>\n') if audio else ""
     return f"""<View>

@@ -327,6 +327,8 @@ def test_speech_dialogue_gets_players(labelstudio, tmp_path):
             assert rows.nth(0).get_by_role("button", name="play").is_visible()
             assert rows.nth(1).get_by_role("button", name="play").is_visible()
             assert page.get_by_text("Whole dialogue (mixed audio)").is_visible()
+            assert not rows.nth(2).get_by_role("button", name="play").count()  # turn 3 has no clip ...
+            assert "00:00:00" not in rows.nth(2).inner_text()  # ... and no empty time stamp
             for idx in (0, 1):
                 status = page.evaluate("u => fetch(u).then(r => r.status)", url + task.data[f"turn_{idx}_audio"])
                 assert status == 200, (idx, status)

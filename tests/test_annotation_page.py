@@ -51,12 +51,13 @@ def test_controls_are_named_explicitly_one_single_choice_per_turn():
 def test_audio_controls_only_with_speech():
     silent = labeling_config(EMOTIONS)
     assert "<Audio" not in silent and "audioUrl" not in silent
-    assert '[class*="time--"]' in silent  # Label Studio's 00:00:00 stamps are hidden when there is no audio
+    assert '.emo-turn [class*="time--"], ' in silent  # Label Studio's 00:00:00 stamps are hidden without audio
     spoken = labeling_config(EMOTIONS, slots=16, audio=True)
     root = ET.fromstring(spoken)
     assert [a.get("value") for a in root.iter("Audio")] == ["$audio"]  # the mixed dialogue
     assert [p.get("audioUrl") for p in root.iter("Paragraphs")] == [f"$turn_{i}_audio" for i in range(16)]
-    assert '[class*="time--"]' not in spoken
+    assert '.emo-turn [class*="time--"], ' not in spoken  # time stamps stay where a clip plays ...
+    assert ':not(:has(button[aria-label="play"]' in spoken  # ... and go where a turn has no clip
 
 
 def test_task_data_fills_every_slot_and_keeps_speakers():
