@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from annotation.config import EMOTION_PREFIX, VERDICTS
+from annotation.labelstudio_view import list_all
 from annotation.push import DEFAULT_PROJECT, PushError, find_project, project_key
 from annotation.records import ReviewProblem, review_id
 from schemas.records import Review
@@ -177,7 +178,7 @@ def pull(home: Path, client, *, title: str = DEFAULT_PROJECT) -> PullReport:
     problems: list[ReviewProblem] = []
     seen_review_ids: set[str] = set()
     seen_problem_ids: set[str] = set()
-    for task in client.tasks.list(project=project.id, fields="all"):
+    for task in list_all(client.tasks.list, project=project.id, fields="all"):
         report.tasks += 1
         data = task.data or {}
         did = data.get("emoforge_dialogue_id")

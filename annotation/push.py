@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from annotation.config import CONFIG_VERSION, labeling_config, prediction_result, task_data
+from annotation.config import CONFIG_VERSION, config_slots, labeling_config, prediction_result, slots_for, task_data
+from annotation.labelstudio_view import LABELS_MODEL, audio_for, ensure_audio_storage, ensure_task_view, list_all
 from annotation.records import ReviewTask
 from schemas.config.review import ReviewConfig
 from warehouse.effective import LATEST_JUDGEMENTS_SQL
@@ -151,24 +152,32 @@ def project_key(project) -> str:
 
 
 def find_project(client, title: str):
-    for p in client.projects.list():
+    for p in list_all(client.projects.list):
         if p.title == title:
             return p
     return None
 
 
-def ensure_project(client, title: str, emotions: list[str], overlap: int, model_version: str | None = None):
-    """(project, created, config_updated): the project with the dialogue config, created or brought up to date."""
+def ensure_project(client, title: str, emotions: list[str], overlap: int, model_version: str | None = None,
+                   *, slots: int | None = None, audio: bool = False):
+    """(project, created, config_updated): the project with the dialogue config, created or brought up to date.
+
+    ``slots``: turn rows the pushed dialogues need; an existing project keeps more rows if it has them (a config
+    never shrinks, so tasks pushed before keep fitting). ``audio``: the pushed dialogues have speech (a project
+    that had audio keeps it).
+    """
     if len(title) < 3:
         raise PushError(f"project title {title!r} is too short (Label Studio needs 3 characters or more)")
     if overlap < 1:
         raise PushError(f"overlap (annotators per task) must be at least 1, got {overlap}")
-    xml = labeling_config(emotions)
     settings = dict(maximum_annotations=overlap, overlap_cohort_percentage=100, show_collab_predictions=True,
                     show_skip_button=True, enable_empty_annotation=False)
     if model_version:
         settings["model_version"] = model_version
     project = find_project(client, title)
+    old = (project.label_config or "") if project is not None else ""
+    xml = labeling_config(emotions, slots=max(slots or 0, config_slots(old), slots_for(0)),
+                          audio=audio or 'name="mix"' in old)
     if project is None:
         project = client.projects.create(
             title=title, label_config=xml,
@@ -181,7 +190,9 @@ def ensure_project(client, title: str, emotions: list[str], overlap: int, model_
         try:
             client.projects.update(id=project.id, **({"label_config": xml} if changed else {}), **settings)
         except Exception as exc:  # label studio refuses configs that drop labels already used
-            raise PushError(f"Label Studio refused to update the labeling config of project {title!r}: {_api_error(exc)}") from None
+            raise PushError(f"Label Studio refused to update the labeling config of project {title!r}: {_api_error(exc)} "
+                            "(a project made by an older emoforge, or whose tasks lack the new turn rows, keeps its "
+                            "config: push to a new project with --project)") from None
         project = client.projects.get(id=project.id)
     return project, False, changed
 
@@ -194,7 +205,7 @@ def _api_error(exc: Exception) -> str:
 def existing_tasks(client, project_id: int) -> dict[str, dict]:
     """dialogue id -> {task_id, text_hash} of the project's tasks that carry an emoforge dialogue id."""
     out: dict[str, dict] = {}
-    for t in client.tasks.list(project=project_id, fields="task_only"):
+    for t in list_all(client.tasks.list, project=project_id, fields="task_only"):
         data = t.data or {}
         did = data.get("emoforge_dialogue_id")
         if did and did not in out:
@@ -203,52 +214,69 @@ def existing_tasks(client, project_id: int) -> dict[str, dict]:
     return out
 
 
-def judge_predictions(judgements: list[dict], turn_labels: list[str]) -> list[dict]:
-    """One prediction per judge (model_version = judge id): its verdict, a 1-5 rating, the proposed labels."""
+def judge_rating(judgement: dict) -> int | None:
+    """A judge's 1-5 rating: the mean of its rubric scores, rounded."""
+    scores = [judgement[c] for c in RUBRIC if judgement.get(c) is not None]
+    return max(1, min(5, round(sum(scores) / len(scores)))) if scores else None
+
+
+def judge_predictions(judgements: list[dict], turn_labels: list[str], prefill_verdict: bool = False) -> list[dict]:
+    """The predictions of one task.
+
+    One per judge (model_version = judge id: its verdict, a 1-5 rating, the labels), for Label Studio's comparison
+    view and scores; plus the one that pre-fills the annotator's form (model_version ``LABELS_MODEL``): the current
+    turn labels only, or, with ``prefill_verdict``, also the first llm judge's verdict and rating.
+    """
     preds = []
     for j in judgements:
         scores = [j[c] for c in RUBRIC if j.get(c) is not None]
-        rating = max(1, min(5, round(sum(scores) / len(scores)))) if scores else None
         fid = [f for f in (j.get("emotion_fidelity") or []) if f is not None]
         score = (sum(scores) / (5 * len(scores))) if scores else (sum(fid) / (5 * len(fid)) if fid else None)
         verdict = j["verdict"] if j["verdict"] in ("accept", "reject") else None
-        pred = {"model_version": j["judge_id"], "result": prediction_result(turn_labels, verdict, rating)}
+        pred = {"model_version": j["judge_id"], "result": prediction_result(turn_labels, verdict, judge_rating(j))}
         if score is not None:
             pred["score"] = round(float(score), 4)
         preds.append(pred)
+    lead = next((j for j in judgements if j["kind"] == "llm"), judgements[0] if judgements else None)
+    verdict = rating = None
+    if prefill_verdict and lead is not None:
+        verdict = lead["verdict"] if lead["verdict"] in ("accept", "reject") else None
+        rating = judge_rating(lead)
+    preds.append({"model_version": LABELS_MODEL, "result": prediction_result(turn_labels, verdict, rating)})
     return preds
 
 
 def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str = DEFAULT_PROJECT,
          emotions: list[str], overlap: int = 1, dialogue_ids: list[str] | None = None, batch: int = 100,
-         progress: Callable[[int, int], None] | None = None) -> PushReport:
-    """Select (or take ``dialogue_ids``), create/update the project, import the new tasks with predictions."""
+         prefill_verdict: bool = False, progress: Callable[[int, int], None] | None = None) -> PushReport:
+    """Select (or take ``dialogue_ids``), create/update the project, import the new tasks with predictions.
+
+    ``prefill_verdict``: pre-select the first llm judge's verdict and rating in the annotator's form (off by
+    default: the judges' opinion is shown as information, the annotator decides).
+    """
     policy = policy or ReviewPolicy()
     wh = Warehouse(home)
     if dialogue_ids is not None:
         chosen = [(d, "manual") for d in dialogue_ids]
     else:
         chosen = select_for_review(home, policy)
-    con = wh.connect()
-    try:
-        judgements = latest_judgements(con)
-        ids = [d for d, _ in chosen]
-        drows = {r["id"]: r for r in con.sql(
-            "SELECT * FROM dialogues WHERE id IN (SELECT unnest($ids))", params={"ids": ids}).to_arrow_table().to_pylist()}
-        trows: dict[str, list[dict]] = defaultdict(list)
-        for r in con.sql("SELECT * FROM turns WHERE dialogue_id IN (SELECT unnest($ids)) ORDER BY dialogue_id, idx",
-                         params={"ids": ids}).to_arrow_table().to_pylist():
-            trows[r["dialogue_id"]].append(r)
-    finally:
-        con.close()
+    ids = [d for d, _ in chosen]
+    judgements, drows, trows = _load_dialogues(wh, ids)
     missing = [d for d in ids if d not in drows or not trows.get(d)]
     if missing:
         raise PushError(f"{len(missing)} dialogue(s) not in the warehouse or without turns: {', '.join(missing[:5])}")
     used_labels = sorted({t["label"] for ts in trows.values() for t in ts} | {t["intended_emotion"] for ts in trows.values() for t in ts})
     unknown = [label for label in used_labels if label not in emotions]
     all_emotions = list(emotions) + unknown  # labels outside the taxonomy stay choosable (imports)
-    primary = next((j["judge_id"] for js in judgements.values() for j in js if j["kind"] == "llm"), None)
-    project, created, cfg_changed = ensure_project(client, title, all_emotions, overlap, primary)
+    audio = audio_for(home, ids)
+    longest = max(len(ts) for ts in trows.values()) if trows else 0
+    project, created, cfg_changed = ensure_project(client, title, all_emotions, overlap, LABELS_MODEL,
+                                                   slots=slots_for(longest), audio=bool(audio))
+    slots = config_slots(project.label_config or "")
+    has_audio = 'name="mix"' in (project.label_config or "")
+    if audio:
+        ensure_audio_storage(client, project.id, home)
+    ensure_task_view(client, project.id, slots)
     key = project_key(project)
     report = PushReport(project_id=project.id, project_title=title, project_created=created, config_updated=cfg_changed)
     for _, reason in chosen:
@@ -272,10 +300,12 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
     for start in range(0, len(todo), batch):
         part = todo[start:start + batch]
         payload = []
-        for did, _reason in part:
+        for did, reason in part:
             turns = trows[did]
-            payload.append({"data": task_data(drows[did], turns, judgements.get(did, [])),
-                            "predictions": judge_predictions(judgements.get(did, []), [t["label"] for t in turns])})
+            data = task_data(drows[did], turns, judgements.get(did, []), slots=slots, reason=reason,
+                             audio=audio.get(did, {}) if has_audio else None)
+            payload.append({"data": data, "predictions": judge_predictions(
+                judgements.get(did, []), [t["label"] for t in turns], prefill_verdict)})
         try:
             client.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
         except Exception as exc:
@@ -298,6 +328,22 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
         report.created = len(todo)
     _upsert_ledger(wh, ledger)
     return report
+
+
+def _load_dialogues(wh: Warehouse, ids: list[str]) -> tuple[dict, dict, dict]:
+    """(latest judgements by dialogue, dialogue rows by id, turn rows by dialogue sorted by idx) for ``ids``."""
+    con = wh.connect()
+    try:
+        judgements = latest_judgements(con)
+        drows = {r["id"]: r for r in con.sql(
+            "SELECT * FROM dialogues WHERE id IN (SELECT unnest($ids))", params={"ids": ids}).to_arrow_table().to_pylist()}
+        trows: dict[str, list[dict]] = defaultdict(list)
+        for r in con.sql("SELECT * FROM turns WHERE dialogue_id IN (SELECT unnest($ids)) ORDER BY dialogue_id, idx",
+                         params={"ids": ids}).to_arrow_table().to_pylist():
+            trows[r["dialogue_id"]].append(r)
+    finally:
+        con.close()
+    return judgements, drows, trows
 
 
 def _upsert_ledger(wh: Warehouse, rows: list[ReviewTask]) -> None:

@@ -119,6 +119,9 @@ def server_env(home: Path, creds: Credentials) -> dict[str, str]:
         LABEL_STUDIO_USER_TOKEN=creds.token,
         LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
         LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+        # speech clips for the audio players: served only below a local storage registered for a project
+        LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+        LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="/",
         SENTRY_DSN="",
         FRONTEND_SENTRY_DSN="",
         LATEST_VERSION_CHECK="false",

@@ -29,7 +29,7 @@ def poll_once(home: str | Path, url: str | None = None, project: str | None = No
     rep = pull(home, client, title=title).as_dict()
     proj = client.projects.get(id=find_project(client, title).id)
     wanted = int(getattr(proj, "maximum_annotations", 1) or 1)
-    waiting = sum(1 for t in client.tasks.list(project=proj.id, fields="task_only")
+    waiting = sum(1 for t in list_all(client.tasks.list, project=proj.id, fields="task_only")
                   if (getattr(t, "total_annotations", 0) or 0) < wanted)
     rep["tasks_waiting"] = waiting
     return rep

@@ -31,8 +31,14 @@ class PortBusy(RuntimeError):
 
 
 def port_free(port: int, host: str = DEFAULT_HOST) -> bool:
-    """True when nothing listens on ``host:port`` (checked by binding it)."""
+    """True when nothing listens on ``host:port`` (checked by binding it).
+
+    The check binds with ``SO_REUSEADDR`` as the servers themselves do (Django/uvicorn/llama.cpp): connections of a
+    server stopped a moment ago linger in TIME-WAIT for about a minute and do not stop a new server from listening,
+    so they must not make the port look busy; a socket that listens still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

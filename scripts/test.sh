@@ -8,6 +8,8 @@ cd "$ROOT"
 bash scripts/bootstrap.sh
 export UV_CACHE_DIR="${UV_CACHE_DIR:-$ROOT/.cache/uv}" UV_PYTHON_DOWNLOADS=never
 bash scripts/labelstudio-setup.sh
+# Chromium (Debian) for the browser test (Playwright comes from the dev group); without it that test fails in CI
+bash scripts/browser-setup.sh || echo "test.sh: browser-setup failed: the browser test will report it" >&2
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120 \
   HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PREFECT_HOME="$ROOT/.cache/test-home/prefect" \
   HF_HOME="$ROOT/.cache/test-home/hf" XDG_CACHE_HOME="$ROOT/.cache/test-home/xdg-cache" \

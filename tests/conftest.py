@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+import secrets
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,31 @@ def pytest_sessionfinish(session, exitstatus):
     stopped = stop_tagged(SESSION_TAG)
     if stopped:
         sys.stderr.write("\ntest session left processes running; stopped: " + "; ".join(stopped) + "\n")
+
+
+@pytest.fixture(scope="session")
+def labelstudio(tmp_path_factory):
+    """A running Label Studio: (home, url, admin token). Stopped at the end of the session."""
+    from annotation.server import executable, start, stop
+
+    try:
+        executable()
+    except Exception as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI needs Label Studio: {exc}")
+        pytest.skip(f"Label Studio is not installed (run `bash scripts/labelstudio-setup.sh`): {exc}")
+    home = tmp_path_factory.mktemp("ls-home")
+    saved = {k: os.environ.get(k) for k in ("EMOFORGE_LS_USERNAME", "EMOFORGE_LS_PASSWORD", "EMOFORGE_LS_TOKEN")}
+    token = secrets.token_hex(20)
+    password = secrets.token_urlsafe(12)
+    os.environ.update(EMOFORGE_LS_USERNAME="admin@emoforge.test", EMOFORGE_LS_PASSWORD=password, EMOFORGE_LS_TOKEN=token)
+    try:
+        info = start(home, port=0, timeout=420)
+        yield {"home": home, "url": info["url"], "token": token, "password": password, "info": info}
+    finally:
+        stop(home)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

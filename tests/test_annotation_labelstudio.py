@@ -7,7 +7,6 @@ Skips only when .venv-labelstudio is missing and CI is not set; in CI a missing 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -15,7 +14,8 @@ import httpx
 import pytest
 
 from annotation.config import prediction_result
-from annotation.server import executable, start, status, stop
+from annotation.labelstudio_view import LABELS_MODEL, list_all
+from annotation.server import start, status
 from tests.test_annotation_unit import seed_warehouse
 from warehouse.effective import effective_views
 from warehouse.store import Warehouse
@@ -24,32 +24,6 @@ def _emotions() -> list[str]:
     from schemas.taxonomy import load_taxonomy
 
     return load_taxonomy("deepdialogue").emotion_names
-
-
-@pytest.fixture(scope="session")
-def labelstudio(tmp_path_factory):
-    """A running Label Studio: (home, url, admin token). Stopped at the end of the session."""
-    try:
-        executable()
-    except Exception as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI needs Label Studio: {exc}")
-        pytest.skip(f"Label Studio is not installed (run `bash scripts/labelstudio-setup.sh`): {exc}")
-    home = tmp_path_factory.mktemp("ls-home")
-    saved = {k: os.environ.get(k) for k in ("EMOFORGE_LS_USERNAME", "EMOFORGE_LS_PASSWORD", "EMOFORGE_LS_TOKEN")}
-    token = secrets.token_hex(20)
-    password = secrets.token_urlsafe(12)
-    os.environ.update(EMOFORGE_LS_USERNAME="admin@emoforge.test", EMOFORGE_LS_PASSWORD=password, EMOFORGE_LS_TOKEN=token)
-    try:
-        info = start(home, port=0, timeout=420)
-        yield {"home": home, "url": info["url"], "token": token, "password": password, "info": info}
-    finally:
-        stop(home)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def signup(url: str, admin_token: str, email: str) -> str:
@@ -116,17 +90,20 @@ def test_push_annotate_pull_merge_publish(labelstudio, tmp_path):
     assert rep.selected == {"uncertain": 1, "disagreement": 1, "audit-rejected": 1}
     project = client.projects.get(id=rep.project_id)
     assert project.maximum_annotations == 2
-    tasks = {t.data["emoforge_dialogue_id"]: t for t in client.tasks.list(project=rep.project_id, fields="all")}
+    tasks = {t.data["emoforge_dialogue_id"]: t for t in list_all(client.tasks.list, project=rep.project_id, fields="all")}
     assert set(tasks) == {"d0", "d3", "d7"}
     preds = {p["model_version"] if isinstance(p, dict) else p.model_version for p in tasks["d0"].predictions}
-    assert preds == {"llm:judge", "checks"}
+    assert preds == {"llm:judge", "checks", LABELS_MODEL}
+    prefill = next(p for p in tasks["d0"].predictions if (p["model_version"] if isinstance(p, dict) else p.model_version) == LABELS_MODEL)
+    prefill = prefill if isinstance(prefill, dict) else prefill.dict()
+    assert {r["from_name"] for r in prefill["result"]} == {f"emotion_{i}" for i in range(4)}  # labels only, no verdict
     # pushing again (and with a wider audit that adds one dialogue) creates no duplicates
     rep2 = push(home, client, policy=policy, title=title, emotions=_emotions(), overlap=2)
     assert rep2.created == 0 and rep2.already_there == 3 and not rep2.config_updated
     rep3 = push(home, client, policy=policy, title=title, emotions=_emotions(), overlap=2, dialogue_ids=["d1", "d0"])
     assert rep3.created == 1 and rep3.already_there == 1
-    tasks = {t.data["emoforge_dialogue_id"]: t for t in client.tasks.list(project=rep.project_id, fields="all")}
-    assert len(tasks) == 4 and len(list(client.tasks.list(project=rep.project_id))) == 4
+    tasks = {t.data["emoforge_dialogue_id"]: t for t in list_all(client.tasks.list, project=rep.project_id, fields="all")}
+    assert len(tasks) == 4 and len(list(list_all(client.tasks.list, project=rep.project_id))) == 4
     assert wh.count("review_tasks") == 4
 
     # ---- two annotators sign up with the invite link and annotate with their own tokens ------------------------
@@ -153,8 +130,9 @@ def test_push_annotate_pull_merge_publish(labelstudio, tmp_path):
     ]
     ann2.annotations.create(id=tasks["d7"].id, result=bad)
     # a task that is not ours, imported by hand into the project, with an annotation
-    client.projects.import_tasks(id=rep.project_id, request=[{"data": {"turns": [], "paragraphs": [], "meta": "x", "judges": ""}}])
-    foreign = [t for t in client.tasks.list(project=rep.project_id) if not (t.data or {}).get("emoforge_dialogue_id")][0]
+    foreign_data = {k: v for k, v in tasks["d1"].data.items() if not k.startswith("emoforge_")}
+    client.projects.import_tasks(id=rep.project_id, request=[{"data": foreign_data}])
+    foreign = [t for t in list_all(client.tasks.list, project=rep.project_id) if not (t.data or {}).get("emoforge_dialogue_id")][0]
     ann1.annotations.create(id=foreign.id, result=prediction_result([], "accept", 3))
 
     # ---- pull: everything valid stored, every problem reported per task, nothing lost -----------------------
@@ -262,3 +240,28 @@ def test_cli_status_and_pull(labelstudio, tmp_path):
     r = runner.invoke(app, ["labelstudio", "invite", "--home", str(home), "--url", labelstudio["url"]])
     assert r.exit_code == 0 and "/user/signup/?token=" in r.stdout
     assert labelstudio["token"] not in r.output
+
+
+@pytest.mark.slow
+def test_restart_right_after_stop_on_the_same_port(labelstudio):
+    """`labelstudio stop` then `start` on the same port at once: the connections the stopped server leaves in
+    TIME-WAIT do not make the port look busy (the session's server is restarted; later tests use it as before)."""
+    import time
+
+    import psutil
+
+    from annotation.server import stop
+
+    home, url = labelstudio["home"], labelstudio["url"]
+    port = int(url.rsplit(":", 1)[1])
+    with httpx.Client(timeout=30) as keep_alive:  # an open connection the server closes first when it stops
+        assert keep_alive.get(url + "/health").status_code == 200
+        assert stop(home)
+    lingering = [c for c in psutil.net_connections(kind="tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_TIME_WAIT]
+    assert lingering, "the scenario needs a TIME-WAIT socket on the port"
+    t0 = time.monotonic()
+    info = start(home, port=port, timeout=420)
+    assert info["started"] and info["port"] == port and info["url"] == url
+    assert status(home)["healthy"]
+    print(json.dumps({"restart_after_stop_s": round(time.monotonic() - t0, 1), "time_wait_sockets": len(lingering)}))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from emoforge.ports import free_port
+from schemas.procs import free_port
 from flows.build import BuildAborted, BuildConfig, run_build
 from flows.llm.client import LLMCallError, LLMPool
 from flows.llm.config import parse_models_config

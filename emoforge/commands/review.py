@@ -27,6 +27,14 @@ ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="Label Stud
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
+def _fail(message: str, as_json: bool, code: int = 2) -> "typer.Exit":
+    """An error: ``{"error": ...}`` on stdout with ``--json`` (so a script always reads JSON), else the usual line."""
+    if as_json:
+        typer.echo(json.dumps({"error": message}))
+        raise typer.Exit(code)
+    return fail(message, code)
+
+
 def register(app: typer.Typer) -> None:
     ls = typer.Typer(help="Run the Label Studio server used for human review (loopback only).", no_args_is_help=True)
     review = typer.Typer(help="Send dialogues to human review and bring the decisions back.", no_args_is_help=True)
@@ -101,6 +109,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[Optional[int], typer.Option("--limit", help="push at most this many dialogues [review.limit]")] = None,
         dialogue: Annotated[Optional[list[str]], typer.Option("--dialogue", help="push these dialogue ids (repeatable) instead of selecting")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would be pushed")] = False,
+        prefill_verdict: Annotated[Optional[bool], typer.Option("--prefill-verdict/--no-prefill-verdict", help="pre-select the llm judge's verdict and rating in the form [review.prefill_verdict; default: shown as information only]")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Create/update the review project and push the dialogues that need human eyes (idempotent).
@@ -112,7 +121,8 @@ def register(app: typer.Typer) -> None:
             cfg = resolve_config(path, load_config(config, taxonomy=taxonomy), origin="review push")
             rc = cfg.review.model_copy(update={k: v for k, v in dict(
                 project=project, overlap=overlap, audit_accepted=audit_accepted, audit_rejected=audit_rejected,
-                score_spread=score_spread, seed=seed, limit=limit).items() if v is not None})
+                score_spread=score_spread, seed=seed, limit=limit, prefill_verdict=prefill_verdict).items()
+                if v is not None})
             policy = ReviewPolicy(uncertain=rc.uncertain and not no_uncertain,
                                   disagreement=rc.disagreement and not no_disagreement, score_spread=rc.score_spread,
                                   audit_accepted=rc.audit_accepted, audit_rejected=rc.audit_rejected, seed=rc.seed,
@@ -122,17 +132,21 @@ def register(app: typer.Typer) -> None:
                 out = {"selected": len(chosen), "by_reason": {}}
                 for _, r in chosen:
                     out["by_reason"][r] = out["by_reason"].get(r, 0) + 1
-                typer.echo(json.dumps(out, indent=None if as_json else 1))
+                if as_json:
+                    typer.echo(json.dumps(out))
+                else:
+                    console.print(f"would push {out['selected']} dialogue(s): "
+                                  + (", ".join(f"{n} {r}" for r, n in out["by_reason"].items()) or "none"))
                 return
             emotions = load_taxonomy(cfg.taxonomy).emotion_names
             client = connect(path, url)
             with Progress(console=console, transient=True) as prog:
                 t = prog.add_task("importing tasks", total=None)
                 rep = push(path, client, policy=policy, title=rc.project, emotions=emotions, overlap=rc.overlap,
-                           dialogue_ids=list(dialogue) if dialogue else None,
+                           dialogue_ids=list(dialogue) if dialogue else None, prefill_verdict=rc.prefill_verdict,
                            progress=lambda done, total: prog.update(t, completed=done, total=total))
         except (PushError, LabelStudioError, ConfigError, TaxonomyError) as exc:
-            fail(str(exc))
+            _fail(str(exc), as_json)
         out = rep.as_dict()
         if as_json:
             typer.echo(json.dumps(out))
@@ -168,14 +182,17 @@ def register(app: typer.Typer) -> None:
             try:
                 reports = review_poll_flow(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:
-                fail(str(exc))
+                _fail(str(exc), as_json)
             last = reports[-1] if reports else {}
-            typer.echo(json.dumps({"polls": len(reports), **last}))
+            if as_json:
+                typer.echo(json.dumps({"polls": len(reports), **last}))
+            else:
+                console.print(f"{len(reports)} poll(s); last: " + ", ".join(f"{k} {v}" for k, v in last.items()))
             return
         try:
             rep = pull(path, connect(path, url), title=project)
         except (PushError, LabelStudioError) as exc:
-            fail(str(exc))
+            _fail(str(exc), as_json)
         out = rep.as_dict()
         if as_json:
             typer.echo(json.dumps(out | {"problem_list": [str(p) for p in rep.problems]}))

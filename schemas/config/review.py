@@ -19,3 +19,5 @@ class ReviewConfig(Section):
     seed: int = Field(0, description="audit sample seed")
     limit: int | None = Field(None, ge=0, description="push at most this many dialogues")
     poll_interval_s: float = Field(60.0, gt=0, description="seconds between polls of `review pull --watch`")
+    prefill_verdict: bool = Field(False, description="pre-select the judge's verdict and rating in the annotator's "
+                                  "form (default: shown as information only, the annotator decides)")
