@@ -130,7 +130,9 @@ _META = re.compile(
 _SPEAKER_AS_PERSON = re.compile(
     r"\((?:[AB]|[Ss]peaker [AB12]|[Pp]erson [AB12])\)|(?:^|[.!?]\s+|\b(?:and|but|said|says|told|asked) )[AB] (?:is|was|says|said|asks|asked|"
     r"has|had|replies|replied|responds|responded|wants|wanted|thinks|feels|felt|looks|smiles|laughs|goes|went)\b"
-    r"|^\W*[Yy]ou are (?:a|an) (?:\w+ ){0,3}\w+\s*\(|^\W*(?:[Tt]his|[Tt]he) conversation (?:was|is|ended|will|started)\b")
+    r"|^\W*[Yy]ou are (?:a|an) (?:\w+ ){0,3}\w+\s*\(|^\W*(?:[Tt]his|[Tt]he) conversation (?:was|is|ended|will|started|can)\b"
+    r"|\b[Tt]his is (?:another|a|the first|the next|our) (?:conversation|dialogue)\b|\b(?:rephrased|rewritten|paraphrased) as\b"
+    r"|\bshort dialogue\b|\beach (?:message|line|turn) (?:is|of|in)\b")
 _FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:with|to) [AB]\b(?![\w'])|\b(?:person|speaker) [AB]\b(?![\w'])|\b[Yy]ou are [AB]\b(?![\w'])|\b[AB]'s (?:next )?(?:line|turn|reply)\b")
 
 

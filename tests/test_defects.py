@@ -37,6 +37,9 @@ BAD = [
     ("meta_talk", "Bethleye (A) says the show is awesome and I'll be happy with it!", {}),
     ("meta_talk", "A is going upstairs - in Sydney!", {}),
     ("meta_talk", "This conversation was about something else entirely.", {}),
+    # seen in the accepted dialogue of the embedded default after the catalogue (added after that measurement)
+    ("meta_talk", "This conversation can be rephrased as a short dialogue in text where each message is short.", {}),
+    ("meta_talk", "This is another conversation on how I love experimenting with new things.", {}),
     ("prompt_copy", "Speak naturally, like a real person, in plain English.",
      {"prompt": "You are A, a person talking with B. Speak naturally, like a real person, in plain English. "
                 "Answer with only the words you say out loud."}),

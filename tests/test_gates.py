@@ -140,3 +140,24 @@ def test_build_against_a_stub_answering_json_markup_and_echoes_publishes_none_of
     for did, rows in texts_by_dialogue.items():
         ordered = [t for _, t in sorted(rows)]
         assert audit_dialogue(ordered, DefectContext(word_cap=25)) == [], (did, ordered)
+
+
+def test_base_model_gets_a_transcript_and_instruct_models_a_chat():
+    from flows.llm.config import load_models_config
+    from flows.prompt_styles import STOP, instructions_text, turn_request
+    from schemas.records import Scenario
+    from schemas.taxonomy import load_taxonomy
+
+    tax = load_taxonomy("deepdialogue")
+    mcfg = load_models_config(None)  # the embedded default pair
+    scn = Scenario(id="s", domain=tax.domains[0].name, model_a="gemma3-270m", model_b="smollm2-135m", n_turns=3,
+                   emotions=["Happy", "Worried", "Hopeful"], seed=0, index=0, taxonomy=tax.name)
+    history = ["I just got the keys to our new flat!"]
+    msgs, extra, version = turn_request(mcfg.models["gemma3-270m"], scn, tax, history)
+    assert [m["role"] for m in msgs] == ["user"] and msgs[0]["content"].endswith("\nB (worried):")
+    assert "A (happy): I just got the keys to our new flat!" in msgs[0]["content"]
+    assert extra == {"stop": STOP} and version.endswith("turn-completion-v2")
+    msgs, extra, version = turn_request(mcfg.models["smollm2-135m"], scn, tax, history, [("bad", "Say it better.")])
+    assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "user", "content": "Say it better."} and extra == {}
+    # the instructions a reply must not copy: never an earlier (assistant) reply
+    assert "bad" not in instructions_text(msgs).split() and "naturally" in instructions_text(msgs)
