@@ -247,7 +247,7 @@ def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
 
 
 def _train(spec: TrainSpec, cache: EmbeddingCache, out: Path) -> None:
-    from sklearn.linear_model import LogisticRegression  # only when a head is (re)trained
+    from sklearn.linear_model import LogisticRegression  # only when a head is (re)trained  # noqa: PLC0415 - scikit-learn: only when a head is trained
 
     t0 = time.monotonic()
     ge = balanced_sample(goemotions_examples(spec.data_dir, "train"), spec.per_class, spec.seed)

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from annotation.client import connect
+from annotation.labelstudio_view import list_all
 from annotation.pull import pull
 from annotation.push import DEFAULT_PROJECT, find_project
 from schemas.home import offline_env

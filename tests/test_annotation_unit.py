@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from warehouse.agreement import agreement_summary, cohen_kappa, fleiss_kappa, spearman
-from annotation.config import config_fingerprint, labeling_config, prediction_result, task_data
+from annotation.config import config_fingerprint, labeling_config, prediction_result
 from annotation.pull import config_labels, parse_annotation
 from annotation.push import ReviewPolicy, PushError, audit_draw, judges_disagree, select_for_review
 from schemas.records import Dialogue, Judgement, Review, Turn, text_hash

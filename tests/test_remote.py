@@ -215,7 +215,9 @@ def test_load_dataset_and_sql_straight_from_the_bucket(published, aws, monkeypat
         wrapped = load_remote_dataset(r, "0.1.0", cfg, cache_dir=str(tmp_path / "hf2"))
         here = datasets.load_dataset(str(local), cfg, cache_dir=str(tmp_path / "hf-local"))
         assert set(there) == set(wrapped) == set(here) == {"train", "validation", "test"}
-        key = (lambda x: (x["dialogue_id"], x.get("utterance_idx", -1)))
+        def key(x):
+            return x["dialogue_id"], x.get("utterance_idx", -1)
+
         for split in here:
             rows = sorted(here[split].to_list(), key=key)
             assert sorted(there[split].to_list(), key=key) == rows

@@ -336,7 +336,7 @@ def remote_data_files(remote: Remote, version: str, config: str | None = None) -
 def load_remote_dataset(remote: Remote, version: str, config: str | None = None, **kwargs: Any):
     """``datasets.load_dataset`` of a release on a remote, reading its Parquet from the bucket with the card's
     configs; the same rows as ``datasets.load_dataset(<local release dir>, config)``."""
-    import datasets  # heavy (pulls in the HF stack); only this entry point needs it
+    import datasets  # noqa: PLC0415 - heavy (pulls in the HF stack); only this entry point needs it
 
     files = remote_data_files(remote, version, config)
     # emoforge keeps `datasets` offline (HF_HUB_OFFLINE=1: no Hub calls), and `datasets` applies that switch to every

@@ -9,6 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.build import BuildError, load_build_config, plan_scenarios, run_build, sections
+from flows.generate import BuildAborted
+from flows.runners import RunnerSpecError, make_task_runner
+from flows.scenarios import ScenarioError, summarise
+from schemas.config import ConfigError
+from schemas.config.models import ModelsConfigError, load_models_config
+from schemas.taxonomy import TaxonomyError, load_taxonomy
+from warehouse.home_meta import resolve_config
+from warehouse.store import Warehouse
 
 DialoguesOpt = Annotated[Optional[int], typer.Option("--dialogues", "-n", help="how many dialogues: a balanced, deterministic subset of the grid (default: the whole grid)")]
 ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="models YAML (models, endpoints, pairs, judges); default: embedded llama.cpp models")]
@@ -17,10 +26,6 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="run config 
 
 
 def _load(config: Path | None, models: Path | None):
-    from schemas.config import ConfigError
-    from flows.build import load_build_config
-    from schemas.config.models import ModelsConfigError, load_models_config
-    from schemas.taxonomy import TaxonomyError, load_taxonomy
 
     try:
         cfg = load_build_config(config)
@@ -47,13 +52,9 @@ def register(app: typer.Typer) -> None:
         """Generate, check, judge and publish dialogues; prints the published version as the last line."""
         h = open_home(home)
         cfg, mcfg, tax = _load(config, models)
-        from flows.build import BuildError, run_build
-        from flows.generate import BuildAborted
-        from flows.scenarios import ScenarioError
 
         task_runner = None
         if runner:
-            from flows.runners import RunnerSpecError, make_task_runner
 
             try:
                 task_runner = make_task_runner(runner)
@@ -99,17 +100,12 @@ def register(app: typer.Typer) -> None:
         """The scenario grid (domains x pairs x per-cell), or the balanced subset --dialogues N takes."""
         h = open_home(home)
         cfg, mcfg, tax = _load(config, models)
-        from schemas.config import ConfigError
-        from flows.build import plan_scenarios, sections
-        from schemas.taxonomy import load_taxonomy
-        from warehouse.home_meta import resolve_config
 
         try:  # the home's taxonomy and word cap, as the build would take them
             cfg = resolve_config(h, cfg, origin="scenarios")
             tax = load_taxonomy(cfg.taxonomy)
         except ConfigError as exc:
             raise fail(str(exc))
-        from flows.scenarios import ScenarioError, summarise
 
         gen, _ = sections(cfg)
         try:
@@ -121,7 +117,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"{s.index:>6} {s.domain:<16} {s.model_a} x {s.model_b}  {s.n_turns} turns: {' > '.join(s.emotions)}",
                           highlight=False, soft_wrap=True)
         if not dry_run:
-            from warehouse.store import Warehouse
 
             Warehouse(h).upsert(plan)
             summary["written"] = len(plan)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.emotion_judge import judge_for_home
+from flows.gates import check_file
+from schemas.taxonomy import TaxonomyError, load_taxonomy
 
 
 def register(app: typer.Typer) -> None:
@@ -32,9 +35,6 @@ def register(app: typer.Typer) -> None:
         judges are tiny. A malformed line is reported with its line number and the rest is still checked; the
         exit code is non-zero only when the file cannot be used at all."""
         path = open_home(home)
-        from flows.emotion_judge import judge_for_home
-        from flows.gates import check_file
-        from schemas.taxonomy import TaxonomyError, load_taxonomy
 
         try:
             tax = load_taxonomy(taxonomy)

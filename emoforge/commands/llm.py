@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,13 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.llm.embedded import EmbeddedServerError, embedded_servers
+from flows.llm.health import check_endpoints
+from flows.llm.vllm import plan_vllm
+from schemas.config.models import ModelsConfigError, dump_models_config, load_models_config
 
 ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="models YAML (default: the embedded models)")]
 out = Console()
 
 
 def _load(models: Path | None):
-    from schemas.config.models import ModelsConfigError, load_models_config
 
     try:
         return load_models_config(models)
@@ -56,8 +60,6 @@ def register(app: typer.Typer) -> None:
         port: Annotated[Optional[int], typer.Option(help="port of the first server; the next ones count up")] = None,
     ) -> None:
         """Start the embedded llama.cpp servers in the foreground and print their endpoints (Ctrl-C stops them)."""
-        from schemas.config.models import dump_models_config
-        from flows.llm.embedded import EmbeddedServerError, embedded_servers
 
         h = open_home(home)
         cfg = _load(models)
@@ -94,8 +96,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the `vllm serve` command line of every replica (ports and GPUs assigned) and the models YAML that
         points at them; with --launch, run them here."""
-        from schemas.config.models import dump_models_config
-        from flows.llm.vllm import plan_vllm
 
         cfg = _load(models)
         try:
@@ -118,7 +118,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"wrote {output}")
         if not launch:
             return
-        import shutil
 
         if shutil.which("vllm") is None:
             fail("`vllm` is not on PATH here; install vLLM on the GPU host (pip install vllm) and run this there")
@@ -166,8 +165,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Health-check every endpoint (GET /models and a one-token chat). Embedded models are started for the
         check and stopped after it. Exit code 1 when any endpoint fails."""
-        from flows.llm.embedded import EmbeddedServerError, embedded_servers
-        from flows.llm.health import check_endpoints
 
         h = open_home(home)
         cfg = _load(models)

@@ -12,12 +12,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
+import duckdb
 import typer
+from rich.table import Table
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.schedules import PREFECT_YAML, ScheduleError, load_specs, run_server, server_healthy
+from flows.schedules import deploy as do_deploy
+from flows.schedules import serve as do_serve
+from warehouse import metrics as m
+from warehouse.store import WarehouseError
 
 DEFAULT_API = "http://127.0.0.1:4200/api"
 # columns shown in the terminal by default (--json or --all give every column)
@@ -37,7 +45,6 @@ YamlOpt = Annotated[Optional[Path], typer.Option("--prefect-yaml", help="deploym
 
 
 def _cell(v) -> str:
-    from datetime import datetime
 
     if v is None:
         return ""
@@ -50,7 +57,6 @@ def _cell(v) -> str:
 
 def _api(api: str | None) -> str:
     url = (api or os.environ.get("PREFECT_API_URL") or DEFAULT_API).rstrip("/")
-    from flows.schedules import server_healthy
 
     if not server_healthy(url):
         fail(f"no Prefect server answers at {url}: start one with `emoforge prefect-server` (or "
@@ -60,7 +66,6 @@ def _api(api: str | None) -> str:
 
 
 def _specs(prefect_yaml: Path | None, only: list[str] | None):
-    from flows.schedules import PREFECT_YAML, ScheduleError, load_specs
 
     try:
         return load_specs(prefect_yaml or PREFECT_YAML, only)
@@ -76,7 +81,6 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str, typer.Option("--host", help="listen address (loopback by default)")] = "127.0.0.1",
     ) -> None:
         """Run a Prefect server (no UI telemetry, database under <home>/.prefect) until interrupted."""
-        from flows.schedules import ScheduleError, run_server
 
         path = open_home(home)
         prefect_home = Path(os.environ.get("PREFECT_HOME") or path / ".prefect")
@@ -99,7 +103,6 @@ def register(app: typer.Typer) -> None:
         """Create the work pool and the scheduled deployments of prefect.yaml on the Prefect server."""
         path = open_home(home)
         url = _api(api)
-        from flows.schedules import ScheduleError, deploy as do_deploy
 
         specs = _specs(prefect_yaml, only)
         try:
@@ -131,7 +134,6 @@ def register(app: typer.Typer) -> None:
         """Register the deployments and run their scheduled runs from this process until interrupted."""
         path = open_home(home)
         _api(api)
-        from flows.schedules import serve as do_serve
 
         try:
             do_serve(_specs(prefect_yaml, only), home=path, limit=limit)
@@ -152,8 +154,6 @@ def register(app: typer.Typer) -> None:
         """Run metrics as DuckDB views: tokens, calls, retries, errors, latency p50/p90/p99 per model;
         acceptance per model pair, domain and run; judge verdicts."""
         path = open_home(home)
-        from warehouse import metrics as m
-        from warehouse.store import WarehouseError
 
         try:
             if install:
@@ -164,7 +164,6 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         try:
             if sql:
-                import duckdb
 
                 try:
                     tables = {"result": con.sql(sql).to_arrow_table()}
@@ -181,7 +180,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps({k: t.to_pylist() for k, t in tables.items()}, default=str, indent=1))
             return
-        from rich.table import Table
 
         out = console.__class__()  # stdout
         for name, t in tables.items():

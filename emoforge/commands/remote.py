@@ -8,6 +8,10 @@ from typing import Annotated
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from warehouse.releases import ReleaseError
+from warehouse.remote import RemoteError, add_remote, get_remote, list_remotes, remove_remote
+from warehouse.remote_sync import push_release
+from warehouse.versions import VersionError
 
 remote_app = typer.Typer(help="S3-compatible buckets to push releases to and pull them from.", no_args_is_help=True)
 
@@ -20,7 +24,6 @@ def remote_add(
 ) -> None:
     """Record a remote (only its name and URL: endpoint, region and credentials come from the environment)."""
     path = open_home(home)
-    from warehouse.remote import RemoteError, add_remote
 
     try:
         r = add_remote(path, name, url)
@@ -35,7 +38,6 @@ def remote_list(home: HomeOpt = None,
                 as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
     """The remotes of this home."""
     path = open_home(home)
-    from warehouse.remote import RemoteError, list_remotes
 
     try:
         rows = [{"name": r.name, "url": r.url} for r in list_remotes(path)]
@@ -52,7 +54,6 @@ def remote_list(home: HomeOpt = None,
 def remote_remove(name: Annotated[str, typer.Argument()], home: HomeOpt = None) -> None:
     """Forget a remote (nothing in the bucket is touched)."""
     path = open_home(home)
-    from warehouse.remote import RemoteError, remove_remote
 
     try:
         remove_remote(path, name)
@@ -73,10 +74,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Upload a release to a remote atomically (nothing is visible there until every file is verified)."""
         path = open_home(home)
-        from warehouse.releases import ReleaseError
-        from warehouse.remote import RemoteError, get_remote
-        from warehouse.remote_sync import push_release
-        from warehouse.versions import VersionError
 
         try:
             out = push_release(path, version, get_remote(path, to), progress=progress)

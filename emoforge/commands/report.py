@@ -8,6 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from schemas.config import ConfigError, load_config
+from schemas.taxonomy import TaxonomyError
+from warehouse.home_meta import resolve_config
+from warehouse.releases import ReleaseError, resolve_release
+from warehouse.report import ReportError, write_report
+from warehouse.store import WarehouseError
+from warehouse.versions import VersionError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,14 +37,7 @@ def register(app: typer.Typer) -> None:
         it was.
         """
         path = open_home(home)
-        from warehouse.report import ReportError, write_report
-        from schemas.taxonomy import TaxonomyError
-        from warehouse.releases import ReleaseError, resolve_release
-        from warehouse.store import WarehouseError
-        from warehouse.versions import VersionError
 
-        from schemas.config import ConfigError, load_config
-        from warehouse.home_meta import resolve_config
 
         try:
             release = resolve_release(path, version)

@@ -177,8 +177,6 @@ def register(app: typer.Typer) -> None:
         project = project or rc.project
         interval = interval if interval is not None else rc.poll_interval_s
         if watch is not None:
-            from flows.review_flow import review_poll_flow
-
             try:
                 reports = review_poll_flow(str(path), watch, interval, url, project)
             except (PushError, LabelStudioError) as exc:

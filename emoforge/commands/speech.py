@@ -9,6 +9,12 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.speech.pipeline import ACCEPTED_SQL, SpeechError, synthesise_home
+from flows.speech.prosody import ProsodyError, prosody_table, table_markdown
+from schemas.config.speech import SpeechConfigError, load_speech_config
+from schemas.expectations_audio import validate_audio
+from schemas.taxonomy import TaxonomyError, load_taxonomy
+from warehouse.store import Warehouse
 
 
 def register(app: typer.Typer) -> None:
@@ -24,8 +30,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthesise every accepted dialogue not yet voiced (resumes; finished clips are never redone)."""
         path = open_home(home)
-        from schemas.config.speech import SpeechConfigError
-        from flows.speech.pipeline import SpeechError, synthesise_home
 
         try:
             counts = synthesise_home(path, engine=engine, workers=workers, progress=progress, config=config,
@@ -37,10 +41,6 @@ def register(app: typer.Typer) -> None:
                       f"{counts['asr']} transcribed in {counts.get('seconds', 0)} s")
         typer.echo(json.dumps(counts))
         if check:
-            from schemas.config.speech import load_speech_config
-            from flows.speech.pipeline import ACCEPTED_SQL
-            from schemas.expectations_audio import validate_audio
-            from warehouse.store import Warehouse
 
             wh = Warehouse(path)
             acc = f"SELECT dialogue_id FROM ({ACCEPTED_SQL})"
@@ -57,9 +57,6 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Optional[Path], typer.Option("--config", help="YAML run config (its speech: section)")] = None,
     ) -> None:
         """Print the emotion → prosody table (Markdown) that synthesis uses."""
-        from schemas.config.speech import SpeechConfigError, load_speech_config
-        from flows.speech.prosody import ProsodyError, prosody_table, table_markdown
-        from schemas.taxonomy import TaxonomyError, load_taxonomy
 
         try:
             cfg = load_speech_config(config)

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
+import duckdb
 import typer
+from rich.table import Table
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from flows.schedules import storage_problem
+from flows.speech.retry import resynthesise_failed
+from flows.synthetic import load_synthetic
+from schemas.config import ConfigError, load_config
+from schemas.taxonomy import TaxonomyError, load_taxonomy
+from warehouse import remote_sync
+from warehouse.publish import PublishError, publish_release
+from warehouse.releases import ReleaseError, diff_releases, list_releases, pull_release
+from warehouse.remote import RemoteError, get_remote, remote_errors
+from warehouse.store import Warehouse, WarehouseError
+from warehouse.versions import VersionError
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML)")]
 
@@ -24,12 +38,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Publish the accepted dialogues as a new immutable, validated release."""
         path = open_home(home)
-        from schemas.config import ConfigError, load_config
-        from schemas.taxonomy import TaxonomyError
-        from warehouse.publish import PublishError, publish_release
-        from warehouse.releases import ReleaseError
-        from warehouse.store import WarehouseError
-        from warehouse.versions import VersionError
 
         try:
             cfg = load_config(config, taxonomy=taxonomy)
@@ -37,16 +45,13 @@ def register(app: typer.Typer) -> None:
                 cfg = cfg.model_copy(update={"publish": cfg.publish.model_copy(update={"sources": list(source)})})
             retry = None
             if cfg.speech.enabled:
-                from functools import partial
 
-                from flows.speech.retry import resynthesise_failed
 
                 retry = partial(resynthesise_failed, path, cfg=cfg.speech, progress=True)
             summary = publish_release(path, cfg, version=version, resynthesise=retry)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
             fail(str(exc))
         except (WarehouseError, OSError) as exc:
-            from flows.schedules import storage_problem
 
             fail(f"publish stopped: {storage_problem(exc) or exc}; releases published before are intact")
         console.print(f"published release {summary['version']} ({summary['n_dialogues']} dialogues, "
@@ -66,8 +71,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List the published releases (of this home, or of a remote)."""
         path = open_home(home)
-        from warehouse.releases import list_releases
-        from warehouse.store import Warehouse
 
         if remote:
             rows = _remote_call(path, remote, lambda r: _remote_sync().remote_releases(r))
@@ -81,7 +84,6 @@ def register(app: typer.Typer) -> None:
         if not rows:
             console.print(f"no releases in {remote or path}")
             return
-        from rich.table import Table
 
         table = Table("version", "created", "parent", "dialogues", "utterances", "path")
         for r in rows:
@@ -99,8 +101,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Copy a release out of the warehouse (or download it from a remote) and verify every checksum."""
         path = open_home(home)
-        from warehouse.releases import ReleaseError, pull_release
-        from warehouse.versions import VersionError
 
         try:
             if from_:
@@ -121,8 +121,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """What was added/removed between two releases and how the distributions moved."""
         path = open_home(home)
-        from warehouse.releases import ReleaseError, diff_releases
-        from warehouse.versions import VersionError
 
         try:
             d = diff_releases(path, a, b)
@@ -153,9 +151,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a read-only SQL query over the warehouse tables (or over a release on a remote)."""
         path = open_home(home)
-        import duckdb
 
-        from warehouse.store import Warehouse
 
         try:
             if remote:
@@ -175,9 +171,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Load template-made dialogues without any LLM (source 'synthetic': publish them with --source synthetic)."""
         path = open_home(home)
-        from flows.synthetic import load_synthetic
-        from schemas.taxonomy import TaxonomyError, load_taxonomy
-        from warehouse.store import Warehouse
 
         try:
             tax = load_taxonomy(taxonomy)
@@ -190,23 +183,18 @@ def register(app: typer.Typer) -> None:
     def compact(home: HomeOpt = None) -> None:
         """Merge the store's small Parquet parts (waits for running writers)."""
         path = open_home(home)
-        from warehouse.store import Warehouse
 
         Warehouse(path).compact()
         console.print("compacted")
 
 
 def _remote_sync():
-    from warehouse import remote_sync
 
     return remote_sync
 
 
 def _remote_call(home: Path, name: str, fn):
     """Run ``fn(remote)``; a remote's, a release's or a version's error is printed for the user (no stack trace)."""
-    from warehouse.releases import ReleaseError
-    from warehouse.remote import RemoteError, get_remote, remote_errors
-    from warehouse.versions import VersionError
 
     try:
         remote = get_remote(home, name)

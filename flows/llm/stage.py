@@ -16,23 +16,23 @@ from pydantic import BaseModel
 from flows.llm.client import ChatResult
 
 R = TypeVar("R")
-O = TypeVar("O")
+Out = TypeVar("Out")
 
 
 @dataclass(frozen=True)
-class LLMStage(Generic[R, O]):
+class LLMStage(Generic[R, Out]):
     name: str
     version: Callable[[R], str]  # the prompt template's version (part of the cache key): bump it when wording changes
     prompt: Callable[[R], list[dict[str, str]]]
-    parse: Callable[[R, Any], O]  # (row, ChatResult for free text | the validated JSON object) -> output
+    parse: Callable[[R, Any], Out]  # (row, ChatResult for free text | the validated JSON object) -> output
     response_format: Callable[[R], type[BaseModel]] | None = None
 
     def schema(self, row: R) -> dict | None:
         return self.response_format(row).model_json_schema() if self.response_format is not None else None
 
 
-async def call_stage(pool: Any, stage: LLMStage[R, O], model: str, row: R, *, sampling: dict | None = None,
-                     max_tokens: int | None = None, nonce: str | int | None = None) -> tuple[O, ChatResult]:
+async def call_stage(pool: Any, stage: LLMStage[R, Out], model: str, row: R, *, sampling: dict | None = None,
+                     max_tokens: int | None = None, nonce: str | int | None = None) -> tuple[Out, ChatResult]:
     """One call of ``stage`` for ``row`` on ``model``: (parsed output, the call's result). Raises
     :class:`flows.llm.client.LLMCallError` (and whatever ``parse`` raises)."""
     messages = stage.prompt(row)

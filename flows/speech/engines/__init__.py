@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from flows.speech.engines.base import Audio, Engine, EngineError
+from flows.speech.engines.espeak import EspeakEngine
+from flows.speech.engines.piper import PiperEngine
+from flows.speech.engines.xtts import XTTSEngine
 
 __all__ = ["Audio", "Engine", "EngineError", "make_engine"]
 
@@ -10,15 +13,12 @@ __all__ = ["Audio", "Engine", "EngineError", "make_engine"]
 def make_engine(kind: str, config=None, threads: int = 1) -> Engine:
     """``kind`` is a voice's engine: ``piper``, ``espeak`` or ``xtts`` (``config``: a SpeechConfig)."""
     if kind == "espeak":
-        from flows.speech.engines.espeak import EspeakEngine
 
         return EspeakEngine()
     if kind == "piper":
-        from flows.speech.engines.piper import PiperEngine
 
         return PiperEngine(threads=threads)
     if kind == "xtts":
-        from flows.speech.engines.xtts import XTTSEngine
 
         x = config.xtts if config is not None else None
         return XTTSEngine(

