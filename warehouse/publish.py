@@ -37,6 +37,8 @@ from schemas.difficulty import bucket_edges, bucket_of, difficulty
 from schemas.expectations import validate_release
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.effective import effective_views
+from warehouse.evaluation import evaluate_after_publish
+from warehouse.evaluation_file import evaluation_summary
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -79,8 +81,10 @@ def publish_release(
     version: str | None = None,
     run_id: str | None = None,
     progress: bool = False,
+    evaluate: bool = True,
 ) -> dict[str, Any]:
-    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary."""
+    """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary. With ``evaluate``
+    the new release is then scored on the home's imported real test sets (:mod:`warehouse.evaluation`)."""
     cfg = config or load_config()
     taxonomy = load_taxonomy(cfg.taxonomy)
     wh = Warehouse(home)
@@ -107,6 +111,8 @@ def publish_release(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     summary["path"] = str(final)
+    if evaluate:
+        summary["evaluation"] = evaluation_summary(evaluate_after_publish(home, version, log.info))
     return summary
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from emoforge.commands.evaluate import print_evaluation_delta, print_evaluation_summary
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML)")]
 
@@ -21,6 +22,8 @@ def register(app: typer.Typer) -> None:
         version: Annotated[Optional[str], typer.Option("--version", help="release version (default: next minor)")] = None,
         taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="preset (deepdialogue, erc) or file")] = None,
         source: Annotated[Optional[list[str]], typer.Option("--source", help="dialogue sources to take (repeatable)")] = None,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="score the release on the imported "
+                                               "real test sets (when there are any; see `emoforge evaluate`)")] = True,
     ) -> None:
         """Publish the accepted dialogues as a new immutable, validated release."""
         path = open_home(home)
@@ -35,7 +38,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config, taxonomy=taxonomy)
             if source:
                 cfg = cfg.model_copy(update={"publish": cfg.publish.model_copy(update={"sources": list(source)})})
-            summary = publish_release(path, cfg, version=version)
+            summary = publish_release(path, cfg, version=version, evaluate=evaluate)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
             fail(str(exc))
         except (WarehouseError, OSError) as exc:
@@ -44,6 +47,7 @@ def register(app: typer.Typer) -> None:
             fail(f"publish stopped: {storage_problem(exc) or exc}; releases published before are intact")
         console.print(f"published release {summary['version']} ({summary['n_dialogues']} dialogues, "
                       f"{summary['n_utterances']} utterances) at {summary['path']}")
+        print_evaluation_summary(summary.get("evaluation"))
         typer.echo(summary["version"])
 
     @app.command()
@@ -111,6 +115,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{a} -> {b}: dialogues {d['dialogues']['a']} -> {d['dialogues']['b']} "
                    f"(+{d['added']} / -{d['removed']}), relabelled utterances {d['relabelled_utterances']}, "
                    f"changed split {d['changed_split']}")
+        print_evaluation_delta(d.get("evaluation"))
         for section in ("splits", "emotions", "domains", "buckets"):
             moved = {k: v for k, v in d[section].items() if v["a"] != v["b"]}
             if not moved:
