@@ -28,6 +28,7 @@ from flows.scenarios import GridSpec, build_scenarios, pair_type
 from schemas.records import Judgement, Run, Scenario, content_id, text_hash, utcnow
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.store import Warehouse
+from warehouse.transitions import path_model
 
 log = logging.getLogger("emoforge.build")
 
@@ -61,15 +62,18 @@ def sections(config: Config) -> tuple[GenerationConfig, JudgingConfig]:
     return config.generation, config.judging
 
 
-def grid_spec(models_cfg: Any, gen: GenerationConfig, seed: int) -> GridSpec:
+def grid_spec(models_cfg: Any, gen: GenerationConfig, seed: int, tax: Taxonomy | None = None,
+              home: Path | None = None) -> GridSpec:
     return GridSpec(
         pairs=tuple(tuple(p) for p in models_cfg.pairs), domains=tuple(gen.domains) if gen.domains else None,
         per_cell=gen.per_cell, min_turns=gen.min_turns, max_turns=gen.max_turns, seed=seed, word_cap=gen.word_cap,
+        path_model=path_model(home, tax, gen.transitions) if tax is not None else None,
     )
 
 
-def plan_scenarios(tax: Taxonomy, models_cfg: Any, gen: GenerationConfig, seed: int, n: int | None) -> list[Scenario]:
-    return build_scenarios(tax, grid_spec(models_cfg, gen, seed), n)
+def plan_scenarios(tax: Taxonomy, models_cfg: Any, gen: GenerationConfig, seed: int, n: int | None,
+                   home: Path | None = None) -> list[Scenario]:
+    return build_scenarios(tax, grid_spec(models_cfg, gen, seed, tax, home), n)
 
 
 # ---- reading what is on disk ----------------------------------------------------------------------------------
@@ -116,14 +120,15 @@ def load_stored(home: Path, scenarios: Sequence[Scenario]) -> tuple[dict[str, St
 
 
 # ---- one shard (runs in a Prefect task; plain and picklable) ---------------------------------------------------
-def shard_scenarios(config: Config, models_cfg: Any, seed: int, start: int, end: int) -> list[Scenario]:
+def shard_scenarios(config: Config, models_cfg: Any, seed: int, start: int, end: int,
+                    home: Path | None = None) -> list[Scenario]:
     """Scenarios ``start..end-1`` of the grid, recomputed where the shard runs (cheap and deterministic, so no
     scenario list travels through Prefect's parameters)."""
     from flows.scenarios import domain_order, scenario_at
 
     gen, _ = sections(config)
     tax = load_taxonomy(config.taxonomy)
-    spec = grid_spec(models_cfg, gen, seed)
+    spec = grid_spec(models_cfg, gen, seed, tax, home)
     spec.validate(tax)
     domains = domain_order(tax, spec)
     return [scenario_at(tax, spec, j, domains) for j in range(start, end)]
@@ -137,7 +142,7 @@ def run_shard_sync(home: str, run_id: str, config: dict, models: dict, seed: int
     mcfg = ModelsConfig.model_validate(models)
     gen, jud = sections(cfg)
     tax = load_taxonomy(cfg.taxonomy)
-    scns = shard_scenarios(cfg, mcfg, seed, start, end)
+    scns = shard_scenarios(cfg, mcfg, seed, start, end, Path(home))
     stored, judgements = load_stored(Path(home), scns)
     ctx = ShardContext(
         home=Path(home), run_id=run_id, tax=tax, gen=gen, jud=jud, judges=list(mcfg.judges),
@@ -371,7 +376,7 @@ def get_build_flow():
 # ---- entry point -----------------------------------------------------------------------------------------------
 def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int | None, seed: int = 0,
               version: str | None = None, publish: bool = True, task_runner: Any = None, progress: bool = True,
-              command: str = "build") -> dict:
+              command: str = "build", evaluate: bool = True) -> dict:
     """Scenarios -> generation/judging shards (Prefect) -> near-duplicate gate -> speech -> publish. Returns a summary with
     ``run_id``, ``metrics`` and, when published, ``version``/``path``/``n_dialogues``."""
     from flows.progress import BuildProgress
@@ -380,7 +385,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
     wh = Warehouse(home)
     gen, jud = sections(config)
     tax = load_taxonomy(config.taxonomy)
-    scenarios = plan_scenarios(tax, models_cfg, gen, seed, n_dialogues)
+    scenarios = plan_scenarios(tax, models_cfg, gen, seed, n_dialogues, home)
     started = utcnow()
     run_id = content_id("run", command, started.isoformat(), os.getpid())
     fp = f"{config.fingerprint()}:{models_cfg.fingerprint()}"
@@ -421,7 +426,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
             from warehouse.publish import publish_release
 
             try:
-                rel = publish_release(home, config, version=version, run_id=run_id)
+                rel = publish_release(home, config, version=version, run_id=run_id, evaluate=evaluate)
             except Exception as exc:
                 if type(exc).__name__ == "PublishError" and "nothing to publish" in str(exc):
                     raise BuildError(

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from emoforge.commands.evaluate import print_evaluation_summary
 
 DialoguesOpt = Annotated[Optional[int], typer.Option("--dialogues", "-n", help="how many dialogues: a balanced, deterministic subset of the grid (default: the whole grid)")]
 ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="models YAML (models, endpoints, pairs, judges); default: embedded llama.cpp models")]
@@ -43,6 +44,8 @@ def register(app: typer.Typer) -> None:
         runner: Annotated[Optional[str], typer.Option("--runner", help="task runner: threads, threads:N, dask://HOST:PORT, dask-local:N")] = None,
         publish: Annotated[bool, typer.Option("--publish/--no-publish", help="publish a release at the end")] = True,
         progress: Annotated[bool, typer.Option("--progress/--quiet", help="live progress on stderr")] = True,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="score the release on the imported "
+                                               "real test sets, when there are any (`emoforge evaluate`)")] = True,
     ) -> None:
         """Generate, check, judge and publish dialogues; prints the published version as the last line."""
         h = open_home(home)
@@ -61,13 +64,13 @@ def register(app: typer.Typer) -> None:
                 raise fail(str(exc))
         try:
             summary = run_build(h, cfg, mcfg, n_dialogues=dialogues, seed=seed, version=version, publish=publish,
-                                task_runner=task_runner, progress=progress, command="build")
+                                task_runner=task_runner, progress=progress, command="build", evaluate=evaluate)
         except (ScenarioError, BuildAborted, BuildError) as exc:
             raise fail(str(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - named errors of the stages below (publish, embedded servers)
             name = type(exc).__name__
             if name in ("PublishError", "GateFailed", "ReleaseError", "EmbeddedError", "EmbeddedServerError",
-                        "WarehouseError", "VersionError", "LLMCallError", "EarlyStop"):
+                        "WarehouseError", "VersionError", "LLMCallError", "EarlyStop", "TransitionsError"):
                 raise fail(f"{name}: {exc}", code=1)
             raise
         m = summary.get("metrics", {})
@@ -82,6 +85,7 @@ def register(app: typer.Typer) -> None:
         if publish:
             console.print(f"published {summary['version']} ({summary.get('n_dialogues')} dialogues) at {summary['path']}",
                           highlight=False, soft_wrap=True)
+            print_evaluation_summary(summary.get("evaluation"))
             print(summary["version"], flush=True)
         else:
             print(summary["run_id"], flush=True)
@@ -101,11 +105,12 @@ def register(app: typer.Typer) -> None:
         cfg, mcfg, tax = _load(config, models)
         from flows.build import plan_scenarios, sections
         from flows.scenarios import ScenarioError, summarise
+        from warehouse.transitions import TransitionsError
 
         gen, _ = sections(cfg)
         try:
-            plan = plan_scenarios(tax, mcfg, gen, seed, dialogues)
-        except ScenarioError as exc:
+            plan = plan_scenarios(tax, mcfg, gen, seed, dialogues, h)
+        except (ScenarioError, TransitionsError) as exc:
             raise fail(str(exc))
         summary = summarise(plan)
         for s in plan[:show]:
