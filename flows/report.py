@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from warehouse.report_sections import extra_sections
+
 REPORT_DIR = "report"
 DD_LABELS = ["neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"]  # DailyDialog 0..6 (4 = happiness)
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -934,7 +936,13 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
             "compare_emotions": _plot_compare_emotions(stats, dd, tmp) if dd else None,
         }
         page = render_html(stats, plots, data)
-        public = {k: v for k, v in stats.items() if k != "_values"}
+        tax = data.taxonomy
+        erc7 = [[tax.map_label(e, "erc7") for e in s if e in tax.emotion] for s in _emotion_sequences(data)] \
+            if tax is not None and "erc7" in tax.mappings else None
+        extra_html, extra_data, extra_plots = extra_sections(release_dir, home, erc7, tmp)  # evaluation, real dynamics
+        page = page.replace("<h2>Sample dialogues</h2>", extra_html + "\n<h2>Sample dialogues</h2>", 1)
+        plots.update(extra_plots)
+        public = {k: v for k, v in stats.items() if k != "_values"} | extra_data
         public["plots"] = {k: v for k, v in plots.items() if v}
         (tmp / "stats.json").write_text(json.dumps(public, indent=2, sort_keys=True, default=str) + "\n")
         (tmp / "index.html").write_text(page, encoding="utf-8")

