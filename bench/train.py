@@ -127,6 +127,9 @@ def main() -> None:
         out["majority"] = {k: s["majority"][k] for k in ("weighted_f1", "macro_f1")} | {"label": s["majority"]["label"]}
         out["dailydialog_test_n"] = s["n"]
         timings[f"evaluate_{name}_s"] = round(time.perf_counter() - t, 1)
+        warm = evaluate_release(home, version, ProbeOptions(sets=("dailydialog",)), write=False)["timing"]
+        out.setdefault("evaluate_warm", {})[name] = {"seconds": warm["seconds"], "utterances": warm["utterances_scored"],
+                                                     "embedded_now": warm["embedded_now"]}
     for name, version in releases.items():
         t = time.perf_counter()
         cfg = TrainConfig(window=2, k=0, batch_size=8, max_length=256, max_train_samples=samples, max_eval=n_eval,
