@@ -75,7 +75,7 @@ def child(args: argparse.Namespace) -> None:
     import resource
 
     from flows.build import load_build_config, run_build
-    from flows.llm.config import load_models_config
+    from schemas.config.models import load_models_config
 
     profiles: list = []
     if args.profile:
@@ -151,7 +151,7 @@ def main() -> None:
 
     import yaml
 
-    from emoforge.settings import offline_env
+    from schemas.home import offline_env
     from flows.llm.stub import StubConfig, stub_process
     from flows.schedules import start_server, stop_server
 

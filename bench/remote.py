@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the loopback S3 server helper the tes
 
 
 def _release(home: Path, n: int) -> Path:
-    from emoforge.config import load_config
+    from schemas.config import load_config
     from flows.synthetic import load_synthetic
     from schemas.taxonomy import load_taxonomy
     from warehouse.publish import publish_release

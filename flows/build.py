@@ -53,6 +53,7 @@ from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.home_meta import remember
 from warehouse.locations import home_id
 from warehouse.publish import PublishError, publish_release
+from warehouse.transitions import path_model
 from warehouse.store import Warehouse
 
 log = logging.getLogger("emoforge.build")
@@ -73,15 +74,18 @@ def sections(config: Config) -> tuple[GenerationConfig, JudgingConfig]:
     return config.generation, config.judging
 
 
-def grid_spec(models_cfg: Any, gen: GenerationConfig, seed: int) -> GridSpec:
+def grid_spec(models_cfg: Any, gen: GenerationConfig, seed: int, tax: Taxonomy | None = None,
+              home: Path | None = None) -> GridSpec:
     return GridSpec(
         pairs=tuple(tuple(p) for p in models_cfg.pairs), domains=tuple(gen.domains) if gen.domains else None,
         per_cell=gen.per_cell, min_turns=gen.min_turns, max_turns=gen.max_turns, seed=seed, word_cap=gen.word_cap,
+        path_model=path_model(home, tax, gen.transitions) if tax is not None else None,
     )
 
 
-def plan_scenarios(tax: Taxonomy, models_cfg: Any, gen: GenerationConfig, seed: int, n: int | None) -> list[Scenario]:
-    return build_scenarios(tax, grid_spec(models_cfg, gen, seed), n)
+def plan_scenarios(tax: Taxonomy, models_cfg: Any, gen: GenerationConfig, seed: int, n: int | None,
+                   home: Path | None = None) -> list[Scenario]:
+    return build_scenarios(tax, grid_spec(models_cfg, gen, seed, tax, home), n)
 
 
 # ---- one shard (plain; the task below runs it in a thread or on a Dask worker) --------------------------------
@@ -125,12 +129,13 @@ def record_run(home: Path, run: Run, status: str, metrics: dict) -> None:
     RunControl(str(home), run.id).clear_progress()
 
 
-def publish_build(home: Path, config: Config, version: str | None, run_id: str, metrics: dict) -> dict:
+def publish_build(home: Path, config: Config, version: str | None, run_id: str, metrics: dict,
+                  evaluate: bool = True) -> dict:
     """``warehouse.publish.publish_release`` (Great Expectations validation inside); nothing accepted is a build
     error that names the statuses and gates."""
     try:
         retry = partial(resynthesise_failed, home, cfg=config.speech, progress=False) if config.speech.enabled else None
-        return publish_release(home, config, version=version, run_id=run_id, resynthesise=retry)
+        return publish_release(home, config, version=version, run_id=run_id, resynthesise=retry, evaluate=evaluate)
     except PublishError as exc:
         if "nothing to publish" not in str(exc):
             raise
@@ -145,8 +150,8 @@ def publish_build(home: Path, config: Config, version: str | None, run_id: str, 
 # ---- the tasks of the flow -------------------------------------------------------------------------------------
 @task(name="plan-scenarios", **_TASK)
 def plan_task(tax: Taxonomy, models_cfg: ModelsConfig, gen: GenerationConfig, seed: int,
-              n: int | None) -> list[Scenario]:
-    return plan_scenarios(tax, models_cfg, gen, seed, n)
+              n: int | None, home: str) -> list[Scenario]:
+    return plan_scenarios(tax, models_cfg, gen, seed, n, Path(home))
 
 
 @task(name="record-run-start", **_TASK)
@@ -187,8 +192,9 @@ def speech_task(home: str, config: Config, tax: Taxonomy, progress: bool) -> dic
 
 
 @task(name="publish", **_TASK)
-def publish_task(home: str, config: Config, version: str | None, run_id: str, metrics: dict) -> dict:
-    return publish_build(Path(home), config, version, run_id, metrics)
+def publish_task(home: str, config: Config, version: str | None, run_id: str, metrics: dict,
+                 evaluate: bool = True) -> dict:
+    return publish_build(Path(home), config, version, run_id, metrics, evaluate)
 
 
 @task(name="record-run", **_TASK)
@@ -210,7 +216,8 @@ def _record_run_finally(home: str, run: Run, status: str, metrics: dict, interru
 # ---- the flow ---------------------------------------------------------------------------------------------------
 @flow(name="emoforge-build", persist_result=False, validate_parameters=False)
 def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig, tax: Taxonomy, seed: int,
-                   n_dialogues: int | None, version: str | None, publish: bool, progress: bool) -> dict:
+                   n_dialogues: int | None, version: str | None, publish: bool, progress: bool,
+                   evaluate: bool = True) -> dict:
     """One build, every stage a task of this flow run (see the module doc)."""
     gen, jud = sections(config)
     control = RunControl(home, run.id, home_id(home))
@@ -219,7 +226,7 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
     metrics: dict[str, Any] = {}
     t0 = time.monotonic()
     try:
-        scenarios = plan_task(tax, models_cfg, gen, seed, n_dialogues)
+        scenarios = plan_task(tax, models_cfg, gen, seed, n_dialogues, home)
         record_start_task(home, run, scenarios)
         with BuildProgress(control, len(scenarios), enabled=progress):
             shards = run_shards(
@@ -233,7 +240,7 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
             raise BuildError(f"{metrics['missing']} scenarios have no dialogue record after the run")
         if publish:
             summary["speech"] = speech_task(home, config, tax, progress)
-            rel = publish_task(home, config, version, run.id, metrics)
+            rel = publish_task(home, config, version, run.id, metrics, evaluate)
             summary.update(rel)
             metrics["published"] = {"version": rel.get("version"), "path": rel.get("path")}
         status = "finished"
@@ -253,12 +260,13 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
 # ---- entry point -----------------------------------------------------------------------------------------------
 def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int | None, seed: int = 0,
               version: str | None = None, publish: bool = True, task_runner: Any = None, progress: bool = True,
-              command: str = "build", tax: Taxonomy | None = None) -> dict:
+              command: str = "build", tax: Taxonomy | None = None, evaluate: bool = True) -> dict:
     """Run the ``emoforge-build`` flow (its flow run is named after the run id). Returns a summary with ``run_id``,
     ``metrics`` and, when published, ``version``/``path``/``n_dialogues``."""
     home = Path(home)
+    asked = config.taxonomy
     config = remember(home, config)  # the home's taxonomy and word cap, recorded by its first build
-    tax = tax if tax is not None else load_taxonomy(config.taxonomy)
+    tax = tax if tax is not None and config.taxonomy == asked else load_taxonomy(config.taxonomy)
     started = utcnow()
     run_id = content_id("run", command, started.isoformat(), os.getpid())
     run = Run(id=run_id, command=command, started_at=started, code_version=code_version(),
@@ -267,7 +275,7 @@ def run_build(home: Path, config: Config, models_cfg: Any, *, n_dialogues: int |
     with _served(models_cfg, home) as live_cfg:
         return emoforge_build.with_options(task_runner=runner, flow_run_name=run_id)(
             home=str(home), run=run, config=config, models_cfg=live_cfg, tax=tax, seed=seed,
-            n_dialogues=n_dialogues, version=version, publish=publish, progress=progress)
+            n_dialogues=n_dialogues, version=version, publish=publish, progress=progress, evaluate=evaluate)
 
 
 class _served:

@@ -18,7 +18,7 @@ import hashlib
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from schemas.records import PROMPT_VERSION, Scenario
 from schemas.taxonomy import Taxonomy
@@ -41,6 +41,7 @@ class GridSpec:
     seed: int = 0
     word_cap: int = 25
     prompt_version: str = PROMPT_VERSION
+    path_model: Any = None  # None: the taxonomy's graph; else e.g. warehouse.transitions.LearnedTransitions
 
     def validate(self, tax: Taxonomy) -> None:
         if not self.pairs:
@@ -81,7 +82,7 @@ def scenario_at(tax: Taxonomy, spec: GridSpec, j: int, domains: list[str] | None
     model_a, model_b = spec.pairs[(d + j // nd) % npair]
     rng = _rng(spec.seed, "scenario", j)
     n_turns = rng.randint(spec.min_turns, spec.max_turns)
-    emotions = tax.sample_path(domain, n_turns, rng)
+    emotions = (spec.path_model or tax).sample_path(domain, n_turns, rng)
     sid = Scenario.make_id(domain, model_a, model_b, emotions, spec.seed, j, tax.name, spec.prompt_version, spec.word_cap)
     return Scenario(
         id=sid, domain=domain, model_a=model_a, model_b=model_b, n_turns=n_turns, emotions=emotions,

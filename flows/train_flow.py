@@ -26,13 +26,13 @@ def library_task(home: str, release: str, cfg: TrainConfig) -> dict:
 
 
 @task(name="curriculum-lora")
-def train_task(home: str, release: str, base_model: str, out: str, cfg: TrainConfig) -> dict:
+def train_task(home: str, release: str, base_model: str | None, out: str, cfg: TrainConfig) -> dict:
     logger = get_run_logger()
-    return train(home, release, base_model, out, cfg, log=logger.info, progress=False)
+    return train(home, release, base_model, out, cfg, log=logger.info, progress=True)  # periodic log lines
 
 
 @flow(name="emoforge-train")
-def train_flow(home: str, release: str, base_model: str, out: str, cfg: TrainConfig | None = None) -> dict:
+def train_flow(home: str, release: str, base_model: str | None, out: str, cfg: TrainConfig | None = None) -> dict:
     cfg = cfg or TrainConfig()
     logger = get_run_logger()
     if cfg.k > 0:

@@ -104,7 +104,7 @@ def test_workers_see_the_home_under_another_path(tmp_path):
     """Hosts mount the shared home at their own paths: the scheduler uses one, the workers (EMOFORGE_WORKER_HOME)
     another (here a symlink); the shards land in the one home (a worker on another home: test_relocation)."""
     from flows.build import BuildConfig, run_build
-    from flows.llm.config import parse_models_config
+    from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, StubServer
     from warehouse.store import Warehouse
 

@@ -14,7 +14,7 @@ import pytest
 from schemas.procs import free_port
 from flows.build import BuildAborted, BuildConfig, run_build
 from flows.llm.client import LLMCallError, LLMPool
-from flows.llm.config import parse_models_config
+from schemas.config.models import parse_models_config
 from flows.llm.stub import StubConfig, StubServer
 from warehouse.store import Warehouse
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from emoforge.cli import app
-from emoforge.config import load_config
+from schemas.config import load_config
 from flows.synthetic import load_synthetic
 from schemas.taxonomy import load_taxonomy
 from warehouse.locations import HOME_ID_FILE, HomeMismatch, home_id, worker_home

@@ -18,7 +18,7 @@ from s3server import MotoServer
 from typer.testing import CliRunner
 
 from emoforge.cli import app
-from emoforge.config import load_config
+from schemas.config import load_config
 from flows.synthetic import load_synthetic
 from schemas.taxonomy import load_taxonomy
 from warehouse.publish import publish_release

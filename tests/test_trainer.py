@@ -197,3 +197,42 @@ def test_train_through_all_phases_on_cpu(world) -> None:
     # other settings into the same folder are refused
     res = CliRunner().invoke(app, args[:-1] + ["5"])
     assert res.exit_code == 2 and "other settings" in res.output
+
+
+def test_loss_falls_the_adapter_moves_and_progress_is_logged_without_a_terminal(world) -> None:
+    from safetensors.torch import load_file
+
+    from trainer.train import TrainConfig, train
+
+    out = world.root / "learn"
+    lines: list[str] = []
+    cfg = TrainConfig(window=1, k=0, batch_size=4, max_length=256, max_train_samples=12, max_eval=6,
+                      schedule="all:10", lr=3e-3, warmup_ratio=0.0, lora_dropout=0.0)
+    m = train(world.home, world.version, world.tiny, out, cfg, log=lines.append, progress=True)
+    losses = m["phases"][0]["losses"]
+    q = max(len(losses) // 4, 1)
+    # the same dozen samples ten times over: the answer loss of the last quarter is well below the first quarter's
+    assert sum(losses[-q:]) / q < 0.7 * (sum(losses[:q]) / q), losses
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
+    assert lora_b and all(float(v.abs().max()) > 0 for v in lora_b.values())  # LoRA B starts at zero
+    # no terminal here: the phase and every evaluation end with a log line with samples and samples/s
+    assert any(ln.startswith("phase 1 buckets") and "samples/s" in ln for ln in lines), lines
+    assert any(ln.startswith("evaluating on meld_test") for ln in lines), lines
+    assert m["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_default_base_model_resolves_offline(tmp_path) -> None:
+    import os
+
+    from trainer.base_model import default_base_model, default_gguf
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert default_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    said: list[str] = []
+    folder = default_base_model(tmp_path, log=said.append)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576 and len(said) == 1
+    assert default_base_model(tmp_path, log=said.append) == folder and len(said) == 1  # cached: not again
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp-")]

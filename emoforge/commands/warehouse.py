@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from emoforge.commands._common import HomeOpt, console, fail, open_home
+from emoforge.commands.evaluate import print_evaluation_delta, print_evaluation_summary
 from flows.schedules import storage_problem
 from flows.speech.retry import resynthesise_failed
 from flows.synthetic import load_synthetic
@@ -35,6 +36,8 @@ def register(app: typer.Typer) -> None:
         version: Annotated[Optional[str], typer.Option("--version", help="release version (default: next minor)")] = None,
         taxonomy: Annotated[Optional[str], typer.Option("--taxonomy", help="preset (deepdialogue, erc) or file")] = None,
         source: Annotated[Optional[list[str]], typer.Option("--source", help="dialogue sources to take (repeatable)")] = None,
+        evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="score the release on the imported "
+                                               "real test sets (when there are any; see `emoforge evaluate`)")] = True,
     ) -> None:
         """Publish the accepted dialogues as a new immutable, validated release."""
         path = open_home(home)
@@ -48,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
 
                 retry = partial(resynthesise_failed, path, cfg=cfg.speech, progress=True)
-            summary = publish_release(path, cfg, version=version, resynthesise=retry)
+            summary = publish_release(path, cfg, version=version, resynthesise=retry, evaluate=evaluate)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
             fail(str(exc))
         except (WarehouseError, OSError) as exc:
@@ -56,6 +59,7 @@ def register(app: typer.Typer) -> None:
             fail(f"publish stopped: {storage_problem(exc) or exc}; releases published before are intact")
         console.print(f"published release {summary['version']} ({summary['n_dialogues']} dialogues, "
                       f"{summary['n_utterances']} utterances) at {summary['path']}")
+        print_evaluation_summary(summary.get("evaluation"))
         q = summary.get("quarantine") or {}
         if q.get("quarantined"):
             console.print(f"[yellow]quarantined {q['quarantined']} of {q['selected']} dialogues ({q['share']:.1%}): "
@@ -132,6 +136,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{a} -> {b}: dialogues {d['dialogues']['a']} -> {d['dialogues']['b']} "
                    f"(+{d['added']} / -{d['removed']}), relabelled utterances {d['relabelled_utterances']}, "
                    f"changed split {d['changed_split']}")
+        print_evaluation_delta(d.get("evaluation"))
         for section in ("splits", "emotions", "domains", "buckets"):
             moved = {k: v for k, v in d[section].items() if v["a"] != v["b"]}
             if not moved:

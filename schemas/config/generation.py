@@ -19,6 +19,12 @@ class GenerationConfig(Section):
     min_turns: int = Field(3, ge=1, le=64)
     max_turns: int = Field(10, ge=1, le=64)
     word_cap: int = Field(25, ge=1, description="words per turn, in the prompt and enforced by the checks")
+    transitions: str = Field("graph", pattern=r"^(graph|learned:[a-z0-9_]+)$",
+                             description="emotion paths: 'graph' (the taxonomy's graph) or 'learned:<source>' (the graph "
+                                         "plus self-loops, weighted by an imported real corpus; warehouse.transitions)")
+    transitions: str = Field("graph", pattern=r"^(graph|learned:[a-z0-9_]+)$",
+                             description="emotion paths: 'graph' (the taxonomy's graph) or 'learned:<source>' (the graph "
+                                         "plus self-loops, weighted by an imported real corpus; warehouse.transitions)")
     max_attempts_per_turn: int = Field(5, ge=1, description="tries per turn (retries get guidance on what was wrong)")
     max_call_failures: int = Field(3, ge=1, description="failed LLM calls (after the client's own retries) before a dialogue fails")
     language: str = Field("en", description="expected language of the turns ('en' enables the English check; anything else checks script only)")

@@ -30,7 +30,8 @@ from warehouse.report.dailydialog import dailydialog_stats, read_dailydialog
 from warehouse.report.data import REPORT_DIR, ReleaseData, ReportError, load_release
 from warehouse.report.html import render_html
 from warehouse.report.plots import plot_all
-from warehouse.report.stats import release_stats
+from warehouse.report.stats import emotion_sequences, release_stats
+from warehouse.report.sections import extra_sections
 
 __all__ = ["REPORT_DIR", "ReleaseData", "ReportError", "dailydialog_stats", "load_release", "read_dailydialog",
            "release_stats", "render_html", "write_report"]
@@ -83,7 +84,13 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
         tmp.mkdir(parents=True)
         plots = plot_all(stats, data.taxonomy, dd, tmp)
         page = render_html(stats, plots, data)
-        public = {k: v for k, v in stats.items() if k != "_values"}
+        tax = data.taxonomy
+        erc7 = [[tax.map_label(e, "erc7") for e in s if e in tax.emotion] for s in emotion_sequences(data)] \
+            if tax is not None and "erc7" in tax.mappings else None
+        extra_html, extra_data, extra_plots = extra_sections(release_dir, home, erc7, tmp)  # evaluation, real dynamics
+        page = page.replace("<h2>Sample dialogues</h2>", extra_html + "\n<h2>Sample dialogues</h2>", 1)
+        plots.update(extra_plots)
+        public = {k: v for k, v in stats.items() if k != "_values"} | extra_data
         public["plots"] = {k: v for k, v in plots.items() if v}
         (tmp / "stats.json").write_text(json.dumps(public, indent=2, sort_keys=True, default=str) + "\n")
         (tmp / "index.html").write_text(page, encoding="utf-8")

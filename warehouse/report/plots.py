@@ -10,7 +10,7 @@ from warehouse.importers.labels import ERC7
 from warehouse.report.stats import flatten_numbers
 
 
-def _plt():
+def load_pyplot():
     # matplotlib costs ~25 MB at import: loaded when a report is drawn, not by every publish that imports this
     import matplotlib  # noqa: PLC0415 - heavy, needed only to draw (see above)
 
@@ -25,7 +25,7 @@ def _plt():
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
-    _plt().close(fig)
+    load_pyplot().close(fig)
     return path.name
 
 
@@ -49,7 +49,7 @@ def _plot_emotions(stats: dict, out: Path) -> str | None:
     labels = [k for k in e["labels"] if e["final"].get(k) or e["intended"].get(k)]
     if not labels:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(7, max(2.5, 0.25 * len(labels) + 1)))
     ys = list(range(len(labels)))
     ax.barh([y + 0.2 for y in ys], [e["final"].get(k, 0) for k in labels], height=0.4, label="final label")
@@ -69,7 +69,7 @@ def _plot_transitions(stats: dict, tax, out: Path) -> str | None:
     names = [n for n in stats["emotions"]["labels"]]
     if not trans and not graph:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     n = len(names)
     idx = {k: i for i, k in enumerate(names)}
     obs = [[0.0] * n for _ in range(n)]
@@ -107,7 +107,7 @@ def _plot_hist(values: list[float], out: Path, name: str, title: str, xlabel: st
                compare: list[float] | None = None, compare_label: str = "DailyDialog") -> str | None:
     if not values:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = _hist_bins(values, compare, integer=integer)
     density = bool(compare)
@@ -130,7 +130,7 @@ def _plot_judges(stats: dict, out: Path) -> str | None:
     if not panels:
         return None
     panels = panels[:12]
-    plt = _plt()
+    plt = load_pyplot()
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
@@ -148,7 +148,7 @@ def _plot_acceptance(stats: dict, out: Path) -> str | None:
     acc = stats["acceptance"]
     if not acc["by_pair"] and not acc["by_domain"]:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     pairs = acc["by_pair"]
     doms = acc["by_domain"]
     h = max(3.0, 0.22 * len(doms) + 1.2)
@@ -175,7 +175,7 @@ def _plot_difficulty(stats: dict, out: Path) -> str | None:
     vals = stats["_values"]["difficulty"]
     if not vals:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     buckets = stats["_values"]["buckets"]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = _hist_bins(vals)
@@ -193,7 +193,7 @@ def _plot_audio(stats: dict, out: Path) -> str | None:
     t, m = stats["_values"]["audio_turn"], stats["_values"]["audio_mix"]
     if not t and not m:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     panels = [(v, ttl) for v, ttl in ((t, "per-turn clips"), (m, "dialogue mixes")) if v]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3), squeeze=False)
     for ax, (vals, ttl) in zip(axes[0], panels):
@@ -207,7 +207,7 @@ def _plot_agreement(stats: dict, out: Path) -> str | None:
     nums = [(k, v) for k, v in flatten_numbers(stats.get("agreement")) if -1.0 <= v <= 1.0]
     if not nums:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, max(2.2, 0.3 * len(nums) + 1)))
     ax.barh(range(len(nums)), [v for _, v in nums], color="tab:purple")
     ax.set_yticks(range(len(nums)), [k for k, _ in nums], fontsize=7)
@@ -221,7 +221,7 @@ def _plot_compare_emotions(stats: dict, dd: dict, out: Path) -> str | None:
     ours = stats["emotions"]["erc7"]
     if not ours:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     tot_o = sum(ours.values()) or 1
     tot_d = sum(dd["emotions_erc7"].values()) or 1
     xs = list(range(len(ERC7)))

@@ -11,7 +11,7 @@ from warehouse.importers.labels import ERC7
 from warehouse.report.data import ReleaseData, _audio_duration, _audio_ref
 
 
-def _emotion_sequences(data: ReleaseData) -> list[list[str]]:
+def emotion_sequences(data: ReleaseData) -> list[list[str]]:
     seqs = []
     for d in data.dialogues:
         turns = d.get("turns")
@@ -118,7 +118,7 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     """Every figure of the report as plain data (also written as ``report/stats.json``)."""
     m = data.manifest
     tax = data.taxonomy
-    seqs = _emotion_sequences(data)
+    seqs = emotion_sequences(data)
     final = Counter(e for s in seqs for e in s if e)
     intended = Counter(u.get("intended_emotion") for u in data.utterances if u.get("intended_emotion"))
     label_source = Counter(u.get("label_source") or "unknown" for u in data.utterances)
