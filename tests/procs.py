@@ -31,6 +31,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
@@ -39,9 +46,12 @@ def _cmdline(pid: int) -> str:
 
 
 def stop_tagged(tag: str, grace: float = 5.0) -> list[str]:
-    """SIGTERM every tagged process, SIGKILL what is left after ``grace`` seconds; returns 'pid cmdline' of each."""
-    pids = tagged_processes(tag)
-    described = [f"{pid} {_cmdline(pid)}" for pid in pids]
+    """SIGTERM every tagged process, SIGKILL what is left after ``grace`` seconds; returns 'pid (parent P) cmdline'
+    of each (parent 1: orphaned, its starter died without stopping it)."""
+    # this process's multiprocessing resource tracker ends with it by design: not a leftover
+    pids = [p for p in tagged_processes(tag)
+            if not (_ppid(p) == os.getpid() and "multiprocessing.resource_tracker" in _cmdline(p))]
+    described = [f"{pid} (parent {_ppid(pid)}) {_cmdline(pid)}" for pid in pids]
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         for pid in pids:
             try:

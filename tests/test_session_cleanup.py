@@ -34,7 +34,7 @@ def test_an_orphaned_grandchild_is_found_and_stopped():
             time.sleep(0.05)
         assert tagged_processes(f"EMOFORGE_TEST_SESSION={tag_value}") == [orphan]
         stopped = stop_tagged(f"EMOFORGE_TEST_SESSION={tag_value}", grace=2)
-        assert len(stopped) == 1 and stopped[0].startswith(f"{orphan} ") and "time.sleep(300)" in stopped[0]
+        assert len(stopped) == 1 and stopped[0].startswith(f"{orphan} (parent ") and "time.sleep(300)" in stopped[0]
         assert tagged_processes(f"EMOFORGE_TEST_SESSION={tag_value}") == []
         assert bystander.poll() is None  # untouched
     finally:
