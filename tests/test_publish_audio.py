@@ -79,6 +79,7 @@ def test_a_failed_clip_is_resynthesised_once_with_another_voice_before_quarantin
     retry = partial(resynthesise_failed, home, cfg=CFG.speech.model_copy(update={"workers": 1}))
     out = publish_release(home, CFG, resynthesise=retry)
     assert out["quarantine"]["quarantined"] == 0 and out["n_dialogues"] == 3
+    assert out["quarantine"]["resynthesised"] == [turn["dialogue_id"]]
     after = wh.query(f"SELECT * FROM casts WHERE dialogue_id = '{turn['dialogue_id']}'").to_pylist()[0]
     side = "voice_a" if turn["speaker"] == "A" else "voice_b"
     other = "voice_b" if side == "voice_a" else "voice_a"

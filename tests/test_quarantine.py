@@ -193,6 +193,22 @@ def test_a_home_built_with_erc_publishes_with_no_flag_and_refuses_a_conflicting_
     assert bad.returncode == 2 and "'erc'" in bad.stderr and "'deepdialogue'" in bad.stderr, bad.stderr
     ok = _cli(home, "publish", "--config", str(home / "speech-off.yaml"))
     assert ok.returncode == 0, ok.stderr[-3000:]
-    man = json.loads((home / "releases" / ok.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
+    rel = home / "releases" / ok.stdout.strip().splitlines()[-1]
+    man = json.loads((rel / "manifest.json").read_text())
     assert man["taxonomy"]["name"] == "erc"
     assert (home / HOME_FILE).is_file()
+    # one score, one hash: the release carries the warehouse's deciding judge score and text hash
+    import statistics
+
+    from flows.judge import judge_score
+    from schemas.records import Judgement
+    from schemas.text import text_hash
+
+    wh = Warehouse(home)
+    released = wh.query(f"SELECT dialogue_id, judge_score, text_hash, turns FROM read_parquet('{rel}/data/dialogues/*.parquet')").to_pylist()
+    assert released
+    for r in released:
+        llm = [Judgement.model_validate(j) for j in wh.query(
+            "SELECT * FROM judgements WHERE kind = 'llm' AND dialogue_id = ?", [r["dialogue_id"]]).to_pylist()]
+        assert r["judge_score"] == pytest.approx(statistics.fmean(judge_score(j) for j in llm))
+        assert r["text_hash"] == text_hash([t["text"] for t in r["turns"]])

@@ -222,11 +222,12 @@ def _quarantine(con, wh: Warehouse, cfg: Config, tax: Taxonomy, run_id: str, ver
     pc = cfg.publish
     n_sel = con.execute("SELECT count(*) FROM sel").fetchall()[0][0]
     suites, found = dialogue_gates(con, cfg, tax)
-    audio_gate = None
+    audio_gate, retried = None, []
     if pc.audio == "require" or _audio_present(con, wh, pc.audio):
-        audio_gate, audio_found = _audio_pass(con, wh, cfg, resynthesise)
+        audio_gate, audio_found, retried = _audio_pass(con, wh, cfg, resynthesise)
         found += audio_found
     quarantine = summarise(found, n_sel, pc.max_quarantine_share)
+    quarantine["resynthesised"] = retried  # dialogues whose failed clips were voiced again (kept if they pass)
     problem = share_problem(quarantine)
     if problem:
         keep = wh.runs_dir / run_id
@@ -430,6 +431,7 @@ def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | No
     voice for the failing speaker) and checked again; what still fails is quarantined (removed from ``sel``)."""
     gate = _audio_gate(con, wh, cfg)
     found = audio_violations(gate)
+    targets: dict[str, set[str]] = {}
     if found and resynthesise is not None:
         clips = con.sql("SELECT c.id, c.dialogue_id, t.speaker FROM clips c JOIN sel ON sel.id = c.dialogue_id "
                         "LEFT JOIN effective_turns t ON t.id = c.turn_id").to_arrow_table().to_pylist()
@@ -443,7 +445,7 @@ def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | No
         con.unregister("_retry")
         found = [q for q in found if q.dialogue_id not in targets] + audio_violations(again)
     drop_from_selection(con, {q.dialogue_id for q in found})
-    return gate, found
+    return gate, found, sorted(targets)
 
 
 def _stats(con, tax: Taxonomy) -> dict[str, Any]:

@@ -229,8 +229,8 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 def manifest_entry(summary: dict[str, Any]) -> dict[str, Any]:
     """What the manifest carries: counts per reason and the ids (details are in ``quarantine.json``)."""
-    return {k: summary[k] for k in ("selected", "quarantined", "share", "bound", "by_reason", "ids_by_reason")} | {
-        "file": QUARANTINE_FILE}
+    keys = ("selected", "quarantined", "share", "bound", "by_reason", "ids_by_reason", "resynthesised")
+    return {k: summary[k] for k in keys if k in summary} | {"file": QUARANTINE_FILE}
 
 
 def card_lines(entry: dict[str, Any] | None) -> list[str]:
@@ -238,6 +238,9 @@ def card_lines(entry: dict[str, Any] | None) -> list[str]:
     if not entry:
         return []
     lines = ["", "## Quarantined", ""]
+    if entry.get("resynthesised"):
+        lines += [f"{len(entry['resynthesised'])} dialogue(s) with failed clips were re-synthesised once with another "
+                  "voice before this decision.", ""]
     if not entry["quarantined"]:
         return lines + [f"Nothing: all {entry['selected']} selected dialogues passed the dialogue gates.", ""]
     lines += [f"{entry['quarantined']} of {entry['selected']} selected dialogues ({entry['share']:.2%}; bound "
