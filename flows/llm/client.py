@@ -29,12 +29,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-try:
-    import jsonschema
-except ImportError:  # pragma: no cover - jsonschema comes with great-expectations
-    jsonschema = None
-
 import httpx2  # the transport types of openai's DefaultAioHttpClient
+import jsonschema
 import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
@@ -212,11 +208,6 @@ def parse_json_reply(text: str, schema: dict | None = None) -> tuple[dict | None
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     if schema:
-        if jsonschema is None:  # pragma: no cover - jsonschema comes with great-expectations
-            missing = [k for k in schema.get("required", []) if k not in obj]
-            if missing:
-                return None, f"missing required keys {missing}"
-            return obj, ""
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
         if errors:
             e = errors[0]
