@@ -65,3 +65,32 @@ def test_a_running_shard_stops_within_a_second_of_the_cancel_and_reports_progres
     snaps = control.progress_snapshots()
     assert len(snaps) == 1 and sum(snaps[0]["turns"].values()) > 0  # the shard's progress file, written at the end
     assert snaps[0]["models"]["m1"]["calls"] > 0
+
+
+def test_stage_cache_key_covers_prompt_schema_model_and_sampling_not_parse():
+    """The one LLM stage shape: the call's key changes with the inputs, the schema, the model and the sampling,
+    and not with the parser (a new parser repeats no call)."""
+    import dataclasses
+
+    from flows.prompts import JUDGE_STAGE, JudgeRow, judge_answer_model
+
+    tax = load_taxonomy("deepdialogue")
+    scn = build_scenarios(tax, GridSpec(pairs=(("m1", "m1"),), min_turns=3, max_turns=3), 1)[0]
+    cfg = parse_models_config({"models": {m: {"endpoints": [{"base_url": "http://127.0.0.1:9/v1"}]}
+                                          for m in ("m1", "m2")}, "pairs": [["m1", "m1"]]})
+    pool = LLMPool(cfg, None)
+
+    def key(stage, row, model="m1", sampling=None):
+        schema = stage.schema(row)
+        rf = {"type": "json_schema", "json_schema": {"name": stage.name, "schema": schema, "strict": True}}
+        return pool.request_key(model, stage.prompt(row), sampling=sampling, response_format=rf,
+                                template_version=stage.version(row))[0]
+
+    row = JudgeRow(scn, tax, ("Hello there!", "Hi, how are you?", "Fine, thanks."))
+    base = key(JUDGE_STAGE, row)
+    other_parse = dataclasses.replace(JUDGE_STAGE, parse=lambda r, d: d)
+    assert key(other_parse, row) == base
+    assert key(JUDGE_STAGE, JudgeRow(scn, tax, row.texts[:2] + ("Great.",))) != base  # inputs
+    assert key(JUDGE_STAGE, row, model="m2") != base
+    assert key(JUDGE_STAGE, row, sampling={"temperature": 0.1}) != base
+    assert key(dataclasses.replace(JUDGE_STAGE, response_format=lambda r: judge_answer_model(4)), row) != base
