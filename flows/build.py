@@ -131,14 +131,20 @@ def record_run(home: Path, run: Run, status: str, metrics: dict) -> None:
 
 def publish_build(home: Path, config: Config, version: str | None, run_id: str, metrics: dict,
                   evaluate: bool = True) -> dict:
-    """``warehouse.publish.publish_release`` (Great Expectations validation inside); nothing accepted is a build
-    error that names the statuses and gates."""
+    """``warehouse.publish.publish_release`` (Great Expectations validation inside). Nothing accepted while some
+    dialogues wait for human review (``uncertain``) ends the build without a release (``unpublished`` names why:
+    review them, then publish); nothing accepted and nothing to review is a build error naming the statuses and
+    gates."""
     try:
         retry = partial(resynthesise_failed, home, cfg=config.speech, progress=False) if config.speech.enabled else None
         return publish_release(home, config, version=version, run_id=run_id, resynthesise=retry, evaluate=evaluate)
     except PublishError as exc:
         if "nothing to publish" not in str(exc):
             raise
+        uncertain = metrics["statuses"].get("uncertain", 0)
+        if uncertain:
+            return {"unpublished": f"no dialogue was accepted; {uncertain} of {metrics['n_scenarios']} await human "
+                                   "review (`emoforge review push`, then `emoforge publish`)"}
         raise BuildError(
             f"nothing to publish: none of the {metrics['n_scenarios']} dialogues was accepted "
             f"(statuses {metrics['statuses']}; rejections by gate {metrics['rejections_by_gate']}; "
@@ -242,7 +248,8 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
             summary["speech"] = speech_task(home, config, tax, progress)
             rel = publish_task(home, config, version, run.id, metrics, evaluate)
             summary.update(rel)
-            metrics["published"] = {"version": rel.get("version"), "path": rel.get("path")}
+            metrics["published"] = {"version": rel.get("version"), "path": rel.get("path"),
+                                    "unpublished": rel.get("unpublished")}
         status = "finished"
         return summary
     except BaseException as exc:

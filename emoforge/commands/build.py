@@ -86,7 +86,10 @@ def register(app: typer.Typer) -> None:
             f" (metrics: {h / 'runs' / summary['run_id'] / 'metrics.json'})",
             highlight=False, soft_wrap=True,
         )
-        if publish:
+        if publish and summary.get("unpublished"):
+            console.print(f"not published: {summary['unpublished']}", highlight=False, soft_wrap=True)
+            print(summary["run_id"], flush=True)
+        elif publish:
             console.print(f"published {summary['version']} ({summary.get('n_dialogues')} dialogues) at {summary['path']}",
                           highlight=False, soft_wrap=True)
             print_evaluation_summary(summary.get("evaluation"))
