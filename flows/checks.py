@@ -13,14 +13,13 @@ after the shards, over the whole run.
 from __future__ import annotations
 
 import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from schemas.defects import CATALOGUE, Defect, DefectContext
+from schemas.defects import CATALOGUE, Defect, DefectContext, function_word_share, latin_share
 from schemas.text import count_words, normalise_text
 
 CLEANING_VERSION = "clean-v1"
@@ -111,13 +110,6 @@ _CLAUSE_END = re.compile(r"\s*[,;:\u2013\u2014]\s+|\s+-\s+")
 
 
 # ---- per-turn problems -----------------------------------------------------------------------------------------
-_FUNCTION_WORDS_EN = frozenset(
-    "a an the and or but if so of to in on at for with from by about as is are was were be been am i you he she "
-    "it we they me him her us them my your his its our their this that these those what which who how why when "
-    "where not no do does did have has had will would can could should just really very too there here all some "
-    "any more most much many up out than then now oh yes yeah well like get got go going know think love feel "
-    "let's it's i'm that's don't can't you're we're isn't".split()
-)
 _DANGLING = frozenset(
     "a an the and or but to of with for from in on at by as that which who because so if than my your our their "
     "his her its is are was were be".split()
@@ -140,22 +132,6 @@ _LEAKED_FRAMING = re.compile(r"\b(?:talking|speaking|chatting|conversation) (?:w
 def _leaked_instruction(text: str) -> str | None:
     m = _LEAKED_INSTRUCTION.search(text) or _LEAKED_FRAMING.search(text)
     return m.group(0) if m else None
-
-
-def latin_share(text: str) -> float:
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return 1.0
-    latin = sum(1 for ch in letters if ch.isascii() or "LATIN" in unicodedata.name(ch, ""))
-    return latin / len(letters)
-
-
-def function_word_share(text: str) -> float:
-    words = [w.strip(".,!?;:\"'()…-").lower() for w in text.split()]
-    words = [w for w in words if w]
-    if not words:
-        return 0.0
-    return sum(1 for w in words if w in _FUNCTION_WORDS_EN) / len(words)
 
 
 def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:

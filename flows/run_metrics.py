@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from flows.checks import NEAR_DUPLICATE
 from flows.generate import dialogue_id
-from flows.llm.client import percentile
+from schemas.stats import percentile
 from flows.scenarios import pair_type
 from schemas.records import Scenario
 from warehouse.store import Warehouse
@@ -39,7 +39,7 @@ def merge_metrics(shards: list[dict], home: Path, scenarios: Sequence[Scenario],
         d = {k: v for k, v in agg.items() if "." not in k}
         d["errors"] = {k.split(".", 1)[1]: v for k, v in agg.items() if k.startswith("errors.")}
         d["attempt_errors"] = {k.split(".", 1)[1]: v for k, v in agg.items() if k.startswith("attempt_errors.")}
-        d["latency_p50"], d["latency_p90"], d["latency_p99"] = (percentile(lat[m], p) for p in (0.5, 0.9, 0.99))
+        d["latency_p50"], d["latency_p90"], d["latency_p99"] = (percentile(lat[m], p, 4) for p in (0.5, 0.9, 0.99))
         d["tokens_per_s_wall"] = round(d["completion_tokens"] / wall_s, 2) if wall_s > 0 else None
         per_model[m] = d
     # final statuses from disk (after the near-duplicate gate)

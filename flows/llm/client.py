@@ -27,7 +27,7 @@ import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import httpx2  # the transport types of openai's DefaultAioHttpClient
 import jsonschema
@@ -36,6 +36,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from flows.llm.cache import CallCache, call_key
 from schemas.config.models import STANDARD_SAMPLING_KEYS, ModelsConfig, ModelSpec
+from schemas.stats import percentile
 from flows.llm.limiter import Endpoint, Router
 
 log = logging.getLogger("emoforge.llm")
@@ -86,14 +87,6 @@ class EarlyStop(LLMCallError):
     """Raised by every call once the run's error rate passed the threshold."""
 
 
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """The nearest-rank ``p`` quantile (0..1) of ``values``, rounded to 4 places; None when empty."""
-    if not values:
-        return None
-    v = sorted(values)
-    return round(v[min(len(v) - 1, int(round(p * (len(v) - 1))))], 4)
-
-
 @dataclass
 class ModelStats:
     requests: int = 0  # chat() invocations
@@ -121,9 +114,9 @@ class ModelStats:
             "attempt_errors": dict(self.attempt_errors),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "latency_p50": percentile(self.latencies, 0.5),
-            "latency_p90": percentile(self.latencies, 0.9),
-            "latency_p99": percentile(self.latencies, 0.99),
+            "latency_p50": percentile(self.latencies, 0.5, 4),
+            "latency_p90": percentile(self.latencies, 0.9, 4),
+            "latency_p99": percentile(self.latencies, 0.99, 4),
             "tokens_per_s": round(self.completion_tokens / busy, 2) if busy > 0 else None,
             "calls_per_s": round(self.calls / busy, 2) if busy > 0 else None,
         }
