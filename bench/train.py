@@ -58,7 +58,11 @@ def dailydialog_release(home: Path, n_dialogues: int) -> str:
     rows = wh.query(
         "SELECT d.id, list(t.text ORDER BY t.idx) AS texts, list(t.label ORDER BY t.idx) AS labels "
         "FROM dialogues d JOIN turns t ON t.dialogue_id = d.id WHERE d.source = 'dailydialog' "
-        "AND d.source_split = 'train' GROUP BY d.id ORDER BY d.id LIMIT ?", [n_dialogues]).to_pylist()
+        "AND d.source_split = 'train' GROUP BY d.id ORDER BY d.id").to_pylist()
+    # the release gate's bounds (3-10 turns, at most 40 words a turn) hold for generated data; keep DailyDialog
+    # dialogues inside them
+    rows = [r for r in rows if 3 <= len(r["texts"]) <= 10 and max(len(t.split()) for t in r["texts"]) <= 40]
+    rows = rows[:n_dialogues]
     dialogues, turns = [], []
     for r in rows:
         did = content_id("dlg", "dailydialog-train", r["id"])
@@ -79,7 +83,7 @@ def generated_release(home: Path, n_dialogues: int) -> str:
     from schemas.config.models import parse_models_config
     from flows.llm.stub import StubConfig, StubServer
 
-    cfg = BuildConfig.model_validate({"taxonomy": "erc", "publish": {"report": False}})
+    cfg = BuildConfig.model_validate({"taxonomy": "erc", "publish": {"report": False}, "speech": {"enabled": False}})
     with StubServer(StubConfig()) as stub:
         ep = [{"base_url": stub.url}]
         mcfg = parse_models_config({

@@ -71,6 +71,10 @@ def default_base_model(home: str | Path, log: Callable[[str], None] = print) -> 
             model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
                                                          local_files_only=True)
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            # the weights are plain float32 now; the GGUF quantizer left on the model only blocks saving them
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             model.save_pretrained(str(tmp))
             tok.save_pretrained(str(tmp))
             os.replace(tmp, dest)
