@@ -124,8 +124,14 @@ def dismiss_warning(page, text: str) -> None:
     """The required-answer warning: it must name the answer in the annotator's words; close it."""
     modal = page.locator(".ant-modal-wrap").filter(has_text=text)
     modal.wait_for(state="visible", timeout=20_000)
-    modal.get_by_role("button", name="OK").click()
-    modal.wait_for(state="hidden", timeout=20_000)
+    for _ in range(5):  # on a loaded machine a click during the opening animation can be lost: click until closed
+        modal.get_by_role("button", name="OK").click()
+        try:
+            modal.wait_for(state="hidden", timeout=8_000)
+            return
+        except Exception:  # noqa: BLE001 - still open: click again
+            continue
+    modal.wait_for(state="hidden", timeout=8_000)
 
 
 def choose_emotion(page, row: int, emotion: str) -> None:
