@@ -90,8 +90,11 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                                              sampling={"seed": turn_seed(scenario.id, idx, attempt),
                                                        **({"stop": list(STOP)} if row.base else {})})
             except LLMCallError as exc:
-                # an ``early_stop`` of the client (its endpoints keep failing) fails the call like any other error:
-                # the dialogue fails, and the run's one early stop (the share of failed dialogues) decides
+                # the client stops the run when a model cannot be reached at all (never answered, connection
+                # refused after every retry): the build stops at once, naming the endpoint and the cause. Other call
+                # errors fail the dialogue, and the run's early stop (the share of failed dialogues) decides
+                if exc.kind == "early_stop":
+                    raise BuildAborted(str(exc)) from None
                 if exc.kind == "length" and exc.text:
                     # the reply ran past max_tokens: keep it only when its whole sentences within the cap pass
                     # every check (what was cut lay beyond the cap anyway); otherwise retry asking for less

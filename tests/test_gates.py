@@ -142,7 +142,7 @@ def test_build_against_a_stub_answering_json_markup_and_echoes_publishes_none_of
 
 
 def test_base_model_gets_a_transcript_and_instruct_models_a_chat():
-    from flows.llm.config import load_models_config
+    from schemas.config.models import load_models_config
     from flows.prompt_styles import STOP, instructions_text, turn_request
     from schemas.records import Scenario
     from schemas.taxonomy import load_taxonomy

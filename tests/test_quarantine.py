@@ -96,17 +96,19 @@ def test_dialogue_audits_plug_in_and_run_on_generated_sources_only(home, monkeyp
     tax = load_taxonomy()
     load_synthetic(wh, tax, 30, seed=1)
     dlg, turns = next(synthetic_dialogues(tax, 1, seed=123))
+    dlg = dlg.model_copy(update={"source": "generated"})  # as if an LLM pair had written it
     turns[0] = turns[0].model_copy(update={"text": '{"coherence": 5, "verdict": '})
     wh.upsert([dlg])
     wh.upsert(turns)
     monkeypatch.setattr(quarantine, "DIALOGUE_AUDITS", [_json_fragments])
-    out = publish_release(home, load_config(publish=SYNTH))
+    out = publish_release(home, load_config(publish={**SYNTH, "sources": ["synthetic", "generated"]}))
     assert out["quarantine"]["ids_by_reason"] == {"defect:not_speech": [dlg.id]}
     utt = datasets.load_dataset(out["path"], split="train")
     assert not [t for t in utt["text"] if t.startswith("{")]
     # an imported source's suite does not audit (human-written data), so the same check leaves it alone
-    suites = quarantine.release_suites(["synthetic", "meld"], tax, load_config().publish)
-    assert suites["synthetic"].audit and not suites["meld"].audit and not suites["meld"].alternating
+    suites = quarantine.release_suites(["generated", "synthetic", "meld"], tax, load_config().publish)
+    assert suites["generated"].audit and not suites["meld"].audit and not suites["meld"].alternating
+    assert not suites["synthetic"].audit  # our own templates: no LLM generation defects to look for
 
 
 def test_imported_dailydialog_publishes_and_loads(home, shared_dir):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from warehouse import store
 from warehouse.store import COMPACT_AFTER_PARTS, Warehouse, part_seq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,17 +72,21 @@ def test_a_part_written_during_the_merge_is_not_shadowed_by_the_merged_part(tmp_
     wh = Warehouse(home)
     for i in range(1, 4):
         wh.upsert_arrow("probe", pa.table({"id": IDS, "v": [i] * 3}))
-    real = Warehouse._latest_sql
+    real = store.latest_rows_sql
+    raced = []
 
-    def merge_after_a_racing_writer(table_name, parts):  # the compaction has listed its parts; merging starts
-        out = subprocess.run([sys.executable, "-c", WRITER.replace("range(1, int(sys.argv[4]) + 1)", "[99]"),
-                              str(ROOT), str(home), "1000", "1"], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return real(table_name, parts)
+    def merge_after_a_racing_writer(files):  # the compaction has listed its parts; merging starts
+        if not raced:
+            out = subprocess.run([sys.executable, "-c", WRITER.replace("range(1, int(sys.argv[4]) + 1)", "[99]"),
+                                  str(ROOT), str(home), "1000", "1"], capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            raced.append(True)
+        return real(files)
 
-    monkeypatch.setattr(Warehouse, "_latest_sql", staticmethod(merge_after_a_racing_writer))
+    monkeypatch.setattr(store, "latest_rows_sql", merge_after_a_racing_writer)
     wh.compact("probe")
-    monkeypatch.setattr(Warehouse, "_latest_sql", staticmethod(real))
+    monkeypatch.setattr(store, "latest_rows_sql", real)
+    assert raced
     assert _values(wh) == {k: 99 for k in IDS}
     assert len(wh._parts("probe")) == 2  # the merged part and the racing writer's, which the merge left alone
 
