@@ -143,7 +143,8 @@ def test_build_against_a_stub_answering_json_markup_and_echoes_publishes_none_of
 
 def test_base_model_gets_a_transcript_and_instruct_models_a_chat():
     from schemas.config.models import load_models_config
-    from flows.prompt_styles import STOP, instructions_text, turn_request
+    from flows.prompt_styles import instructions_text, is_base_model
+    from flows.prompts import TURN_STAGE, TurnRow
     from schemas.records import Scenario
     from schemas.taxonomy import load_taxonomy
 
@@ -152,11 +153,16 @@ def test_base_model_gets_a_transcript_and_instruct_models_a_chat():
     scn = Scenario(id="s", domain=tax.domains[0].name, model_a="gemma3-270m", model_b="smollm2-135m", n_turns=3,
                    emotions=["Happy", "Worried", "Hopeful"], seed=0, index=0, taxonomy=tax.name)
     history = ["I just got the keys to our new flat!"]
-    msgs, extra, version = turn_request(mcfg.models["gemma3-270m"], scn, tax, history)
+    row = TurnRow(scn, tax, tuple(history), base=is_base_model(mcfg.models["gemma3-270m"]))
+    msgs, version = TURN_STAGE.prompt(row), TURN_STAGE.version(row)
+    assert row.base  # generation adds flows.prompt_styles.STOP as stop sequences for a base model
     assert [m["role"] for m in msgs] == ["user"] and msgs[0]["content"].endswith("\nB (worried):")
     assert "A (happy): I just got the keys to our new flat!" in msgs[0]["content"]
-    assert extra == {"stop": STOP} and version.endswith("turn-completion-v2")
-    msgs, extra, version = turn_request(mcfg.models["smollm2-135m"], scn, tax, history, [("bad", "Say it better.")])
-    assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "user", "content": "Say it better."} and extra == {}
+    assert version.endswith("turn-completion-v2")
+    row = TurnRow(scn, tax, tuple(history), (("bad", "Say it better."),),
+                  base=is_base_model(mcfg.models["smollm2-135m"]))
+    msgs = TURN_STAGE.prompt(row)
+    assert not row.base
+    assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "user", "content": "Say it better."}
     # the instructions a reply must not copy: never an earlier (assistant) reply
     assert "bad" not in instructions_text(msgs).split() and "naturally" in instructions_text(msgs)

@@ -168,11 +168,11 @@ def test_home_remembers_its_taxonomy(home):
     assert out["quarantine"]["quarantined"] == 0
     with pytest.raises(HomeSettingsConflict, match="taxonomy 'erc'.*taxonomy 'deepdialogue'"):
         publish_release(home, load_config(taxonomy="deepdialogue", publish=SYNTH))
-    from emoforge.commands.review import _emotions
-
-    assert "Disgusted" in _emotions(home, None, None)
+    # review push offers the home's emotions (emoforge.commands.review resolves its config the same way)
+    offered = load_taxonomy(resolve_config(home, load_config(None, taxonomy=None), origin="review push").taxonomy)
+    assert "Disgusted" in offered.emotion_names
     with pytest.raises(HomeSettingsConflict):
-        _emotions(home, None, "deepdialogue")
+        resolve_config(home, load_config(None, taxonomy="deepdialogue"), origin="review push")
 
 
 def test_a_home_built_with_erc_publishes_with_no_flag_and_refuses_a_conflicting_one(home):
