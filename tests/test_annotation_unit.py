@@ -20,6 +20,13 @@ EMOTIONS = ["Happy", "Excited", "Curious", "Proud", "Amused", "Sad", "Angry"]
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+# distinct lines: turns that copy each other would be quarantined at publish (defect turn_copy)
+_LINES = ["I really think this painting says something about us.", "Do you mean the colours or the faces in it?",
+          "The faces, they look so tired and hopeful at once.", "Maybe that is why the museum hung it by the door.",
+          "I would love to see it again next weekend.", "Then let us go early, before the crowds arrive.",
+          "Deal, and I will bring my old sketchbook along.", "Good, you can show me how you draw hands."]
+
+
 def seed_warehouse(home: Path, statuses: list[str], n_turns: int = 4) -> list[str]:
     """Dialogues ``d0..`` (status per entry) with turns labelled by their intended emotion and two judges each:
     an llm judge whose verdict follows the status, and a checks judge that disagrees on the last dialogue."""
@@ -28,7 +35,7 @@ def seed_warehouse(home: Path, statuses: list[str], n_turns: int = 4) -> list[st
     verdict = {"accepted": "accept", "rejected": "reject", "uncertain": "uncertain"}
     for i, st in enumerate(statuses):
         did = f"d{i}"
-        texts = [f"Dialogue {i} turn {j}: I really think this painting says something about us." for j in range(n_turns)]
+        texts = [f"Dialogue {i} turn {j}: {_LINES[j % len(_LINES)]}" for j in range(n_turns)]
         emos = [EMOTIONS[(i + j) % 5] for j in range(n_turns)]
         ds.append(Dialogue(id=did, domain="Art", model_a="m1", model_b="m2", n_turns=n_turns, status=st,
                            decided_by="judge", text_hash=text_hash(texts), taxonomy="deepdialogue"))
