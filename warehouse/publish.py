@@ -438,7 +438,7 @@ def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | No
         targets = retry_targets(gate, clips)
         log.warning("audio checks failed on %d dialogue(s); re-synthesising them once with other voices", len(targets))
         resynthesise(targets)
-        wh._define_views(con)  # the retry wrote new clips and casts: list the store's parts again
+        wh.define_views(con)  # the retry wrote new clips and casts: list the store's parts again
         effective_views(con)
         con.register("_retry", pa.table({"id": pa.array(sorted(targets), pa.string())}))
         again = _audio_gate(con, wh, cfg, only="_retry")

@@ -167,14 +167,15 @@ class Warehouse:
         for attempt in range(5):
             con = duckdb.connect()
             try:
-                self._define_views(con)
+                self.define_views(con)
                 return con
             except duckdb.IOException:
                 con.close()
                 time.sleep(0.05 * (attempt + 1))  # a compaction replaced parts under us: list again
         raise WarehouseError(f"cannot read the store under {self.store_dir}")
 
-    def _define_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def define_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)define one view per table over its current parts on ``con`` (after a write on an open connection)."""
         names = set(RECORD_TYPES) | set(self.tables())
         for name in sorted(names):
             parts = self._parts(name)
