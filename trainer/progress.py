@@ -33,7 +33,6 @@ class TrainProgress:
         self.t0 = self._last = time.monotonic()
         self._prog = None
         if enabled and self.tty:
-
             self._prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
                                   TimeElapsedColumn(), TimeRemainingColumn())

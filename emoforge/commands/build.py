@@ -28,7 +28,6 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="run config 
 
 
 def _load(config: Path | None, models: Path | None):
-
     try:
         cfg = load_build_config(config)
         mcfg = load_models_config(models)
@@ -59,7 +58,6 @@ def register(app: typer.Typer) -> None:
 
         task_runner = None
         if runner:
-
             try:
                 task_runner = make_task_runner(runner)
             except RunnerSpecError as exc:
@@ -127,7 +125,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"{s.index:>6} {s.domain:<16} {s.model_a} x {s.model_b}  {s.n_turns} turns: {' > '.join(s.emotions)}",
                           highlight=False, soft_wrap=True)
         if not dry_run:
-
             Warehouse(h).upsert(plan)
             summary["written"] = len(plan)
         print(json.dumps(summary))

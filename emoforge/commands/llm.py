@@ -27,7 +27,6 @@ out = Console()
 
 
 def _load(models: Path | None):
-
     try:
         return load_models_config(models)
     except ModelsConfigError as exc:

@@ -45,7 +45,6 @@ YamlOpt = Annotated[Optional[Path], typer.Option("--prefect-yaml", help="deploym
 
 
 def _cell(v) -> str:
-
     if v is None:
         return ""
     if isinstance(v, float):
@@ -66,7 +65,6 @@ def _api(api: str | None) -> str:
 
 
 def _specs(prefect_yaml: Path | None, only: list[str] | None):
-
     try:
         return load_specs(prefect_yaml or PREFECT_YAML, only)
     except ScheduleError as exc:
@@ -164,7 +162,6 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
         try:
             if sql:
-
                 try:
                     tables = {"result": con.sql(sql).to_arrow_table()}
                 except duckdb.Error as exc:

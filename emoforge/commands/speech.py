@@ -41,7 +41,6 @@ def register(app: typer.Typer) -> None:
                       f"{counts['asr']} transcribed in {counts.get('seconds', 0)} s")
         typer.echo(json.dumps(counts))
         if check:
-
             wh = Warehouse(path)
             acc = f"SELECT dialogue_id FROM ({ACCEPTED_SQL})"
             clips = wh.query(f"SELECT * FROM clips WHERE dialogue_id IN ({acc})")

@@ -48,8 +48,6 @@ def register(app: typer.Typer) -> None:
                 cfg = cfg.model_copy(update={"publish": cfg.publish.model_copy(update={"sources": list(source)})})
             retry = None
             if cfg.speech.enabled:
-
-
                 retry = partial(resynthesise_failed, path, cfg=cfg.speech, progress=True)
             summary = publish_release(path, cfg, version=version, resynthesise=retry, evaluate=evaluate)
         except (ConfigError, TaxonomyError, PublishError, ReleaseError, VersionError) as exc:
@@ -194,7 +192,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _remote_sync():
-
     return remote_sync
 
 

@@ -13,13 +13,10 @@ __all__ = ["Audio", "Engine", "EngineError", "make_engine"]
 def make_engine(kind: str, config=None, threads: int = 1) -> Engine:
     """``kind`` is a voice's engine: ``piper``, ``espeak`` or ``xtts`` (``config``: a SpeechConfig)."""
     if kind == "espeak":
-
         return EspeakEngine()
     if kind == "piper":
-
         return PiperEngine(threads=threads)
     if kind == "xtts":
-
         x = config.xtts if config is not None else None
         return XTTSEngine(
             model_dir=x.model_dir if x else None, references=x.references if x else None,
