@@ -146,7 +146,128 @@ def _usernames(client) -> dict[int, str]:
         return {}
 
 
+@dataclass
+class _Stored:
+    """What the warehouse holds before a pull: dialogue text hashes and turn counts, reviews, ledger, problems."""
+    dialogues: dict[str, str]
+    n_turns: dict[str, int]
+    reviews: dict[str, dict]
+    ledger: dict[int, str]
+    problems: dict[str, bool]
+
+
+def _stored(wh: Warehouse, project_id: int) -> _Stored:
+    con = wh.connect()
+    try:
+        tables = wh.tables()
+        return _Stored(
+            dialogues={r[0]: r[1] or "" for r in con.sql("SELECT id, text_hash FROM dialogues").fetchall()},
+            n_turns=dict(con.sql("SELECT dialogue_id, count(*) FROM turns GROUP BY 1").fetchall()),
+            reviews={r["id"]: r for r in con.sql(
+                "SELECT id, dialogue_id, annotator, task_id, annotation_id, updated_at, verdict, turn_labels "
+                "FROM reviews").to_arrow_table().to_pylist()},
+            ledger=dict(con.execute("SELECT task_id, dialogue_id FROM review_tasks WHERE project_id = ?",
+                                    [project_id]).fetchall()) if "review_tasks" in tables else {},
+            problems={r[0]: r[1] for r in con.execute(
+                "SELECT id, resolved FROM review_problems WHERE project_id = ?", [project_id]).fetchall()}
+            if "review_problems" in tables else {},
+        )
+    finally:
+        con.close()
+
+
+def _not_ours(task_id: int, did: str | None, data: dict, st: _Stored) -> str | None:
+    """Why a task's annotations cannot become reviews (not our task, or another version of the dialogue)."""
+    if not did:
+        return "task is not ours: its data has no emoforge_dialogue_id"
+    if st.ledger and task_id not in st.ledger:
+        return f"task is not ours: it was not created by emoforge push (dialogue {did})"
+    if st.ledger and st.ledger[task_id] != did:
+        return f"task is not ours: the push ledger has dialogue {st.ledger[task_id]} for it, the task says {did}"
+    if did not in st.dialogues:
+        return f"task is not ours: dialogue {did} is not in the warehouse"
+    if data.get("emoforge_text_hash", "") != st.dialogues[did] or data.get("emoforge_n_turns") != st.n_turns.get(did):
+        return "the task shows another version of the dialogue (text or number of turns changed since push)"
+    return None
+
+
+@dataclass
+class _Pulled:
+    reviews: list[Review] = field(default_factory=list)
+    problems: list[ReviewProblem] = field(default_factory=list)
+    review_ids: set[str] = field(default_factory=set)
+    problem_ids: set[str] = field(default_factory=set)
+
+
+def _take_annotation(ann: dict, task, key: str, project_id: int, labels: set[str], st: _Stored,
+                     who: str, out: _Pulled, report: PullReport) -> None:
+    """Validate one annotation of ``task``; add its review and/or problem to ``out``, count it in ``report``."""
+    data = task.data or {}
+    did = data.get("emoforge_dialogue_id")
+    aid = ann.get("id")
+    if ann.get("was_cancelled"):
+        report.skipped += 1
+        return  # skipped by the annotator: no vote (a stored review becomes a non-vote, see _withdrawn)
+    fatal = _not_ours(task.id, did, data, st)
+    fields_, found = ({}, [fatal]) if fatal else parse_annotation(ann.get("result") or [], st.n_turns[did], labels)
+    if found:
+        pid = ReviewProblem.make_id(key, project_id, task.id, aid)
+        out.problem_ids.add(pid)
+        report.problems.extend(TaskProblem(task.id, aid, did, who, msg) for msg in found)
+        out.problems.append(ReviewProblem(id=pid, project_id=project_id, task_id=task.id, annotation_id=aid,
+                                          dialogue_id=did, annotator=who, problems=found,
+                                          raw_json=json.dumps(ann.get("result"), ensure_ascii=False)))
+    if fatal:
+        report.rejected += 1
+        return
+    rid = review_id(key, project_id, task.id, aid)
+    updated_at = _parse_time(ann.get("updated_at"))
+    out.review_ids.add(rid)
+    prev = st.reviews.get(rid)
+    if prev is not None and _parse_time(prev["updated_at"]) == updated_at:
+        report.unchanged += 1
+        return
+    out.reviews.append(Review(id=rid, dialogue_id=did, task_id=task.id, annotation_id=aid, annotator=who,
+                              updated_at=updated_at, **fields_))
+    if prev is None:
+        report.new += 1
+    else:
+        report.updated += 1
+
+
+def _withdrawn(st: _Stored, seen: set[str], key: str, project_id: int) -> list[Review]:
+    """Reviews whose annotation was deleted or skipped since the last pull: they stop voting."""
+    out = []
+    for rid, prev in st.reviews.items():
+        if rid in seen or rid != review_id(key, project_id, prev["task_id"], prev["annotation_id"]):
+            continue  # still there, or belongs to another project
+        if prev["verdict"] is None and not any(prev["turn_labels"] or []):
+            continue  # already a non-vote
+        out.append(Review(id=rid, dialogue_id=prev["dialogue_id"], task_id=prev["task_id"],
+                          annotation_id=prev["annotation_id"], annotator=prev["annotator"],
+                          verdict=None, rating=None, turn_labels=[],
+                          comment="withdrawn: deleted or skipped in Label Studio"))
+    return out
+
+
+def _store_problems(wh: Warehouse, problems: list[ReviewProblem], st: _Stored, seen: set[str]) -> None:
+    """Store new or changed problems, and mark the ones fixed since the last pull resolved."""
+    for pid, resolved in st.problems.items():
+        if pid not in seen and not resolved:
+            old = wh.query("SELECT * FROM review_problems WHERE id = ?", [pid]).to_pylist()[0]
+            old.update(resolved=True, updated_at=datetime.now(timezone.utc))
+            problems.append(ReviewProblem(**old))
+    if not problems:
+        return
+    current = {}
+    if "review_problems" in wh.tables():
+        current = {r["id"]: (tuple(r["problems"]), r["raw_json"], r["resolved"]) for r in wh.query(
+            "SELECT id, problems, raw_json, resolved FROM review_problems").to_pylist()}
+    wh.upsert([p for p in problems if current.get(p.id) != (tuple(p.problems), p.raw_json, p.resolved)])
+
+
 def pull(home: Path, client, *, title: str = DEFAULT_PROJECT) -> PullReport:
+    """Fetch every annotation of the project, validate it and store reviews and problems (idempotent)."""
     wh = Warehouse(home)
     project = find_project(client, title)
     if project is None:
@@ -155,105 +276,21 @@ def pull(home: Path, client, *, title: str = DEFAULT_PROJECT) -> PullReport:
     key = project_key(project)
     labels = config_labels(project.label_config)
     report = PullReport(project_id=project.id)
-
-    con = wh.connect()
-    try:
-        dialogues = {r[0]: r[1] or "" for r in con.sql("SELECT id, text_hash FROM dialogues").fetchall()}
-        n_turns = dict(con.sql("SELECT dialogue_id, count(*) FROM turns GROUP BY 1").fetchall())
-        existing = {r["id"]: r for r in con.sql(
-            "SELECT id, dialogue_id, annotator, task_id, annotation_id, updated_at, verdict, turn_labels FROM reviews").to_arrow_table().to_pylist()}
-        ledger: dict[int, str] = {}
-        if "review_tasks" in wh.tables():
-            ledger = dict(con.execute("SELECT task_id, dialogue_id FROM review_tasks WHERE project_id = ?",
-                                      [project.id]).fetchall())
-        old_problems = {}
-        if "review_problems" in wh.tables():
-            old_problems = {r[0]: r[1] for r in con.execute(
-                "SELECT id, resolved FROM review_problems WHERE project_id = ?", [project.id]).fetchall()}
-    finally:
-        con.close()
+    st = _stored(wh, project.id)
     users = _usernames(client)
-
-    reviews: list[Review] = []
-    problems: list[ReviewProblem] = []
-    seen_review_ids: set[str] = set()
-    seen_problem_ids: set[str] = set()
+    out = _Pulled()
     for task in list_all(client.tasks.list, project=project.id, fields="all"):
         report.tasks += 1
-        data = task.data or {}
-        did = data.get("emoforge_dialogue_id")
         for ann in task.annotations or []:
             ann = ann if isinstance(ann, dict) else ann.dict()
             report.annotations += 1
-            aid = ann.get("id")
             who = users.get(ann.get("completed_by"), f"user:{ann.get('completed_by')}")
-            rid = review_id(key, project.id, task.id, aid)
-            if ann.get("was_cancelled"):
-                report.skipped += 1
-                continue  # skipped by the annotator: no vote (a stored review becomes a non-vote below)
-            fatal = None
-            if not did:
-                fatal = "task is not ours: its data has no emoforge_dialogue_id"
-            elif ledger and task.id not in ledger:
-                fatal = f"task is not ours: it was not created by emoforge push (dialogue {did})"
-            elif ledger and ledger[task.id] != did:
-                fatal = f"task is not ours: the push ledger has dialogue {ledger[task.id]} for it, the task says {did}"
-            elif did not in dialogues:
-                fatal = f"task is not ours: dialogue {did} is not in the warehouse"
-            elif data.get("emoforge_text_hash", "") != dialogues[did] or data.get("emoforge_n_turns") != n_turns.get(did):
-                fatal = "the task shows another version of the dialogue (text or number of turns changed since push)"
-            fields_, found = ({}, [fatal]) if fatal else parse_annotation(ann.get("result") or [], n_turns[did], labels)
-            pid = ReviewProblem.make_id(key, project.id, task.id, aid)
-            if found:
-                seen_problem_ids.add(pid)
-                for msg in found:
-                    report.problems.append(TaskProblem(task.id, aid, did, who, msg))
-                problems.append(ReviewProblem(id=pid, project_id=project.id, task_id=task.id, annotation_id=aid,
-                                              dialogue_id=did, annotator=who, problems=found,
-                                              raw_json=json.dumps(ann.get("result"), ensure_ascii=False)))
-            if fatal:
-                report.rejected += 1
-                continue
-            updated_at = _parse_time(ann.get("updated_at"))
-            seen_review_ids.add(rid)
-            prev = existing.get(rid)
-            if prev is not None and _parse_time(prev["updated_at"]) == updated_at:
-                report.unchanged += 1
-                continue
-            reviews.append(Review(id=rid, dialogue_id=did, task_id=task.id, annotation_id=aid, annotator=who,
-                                  updated_at=updated_at, **fields_))
-            if prev is None:
-                report.new += 1
-            else:
-                report.updated += 1
-
-    # annotations deleted / skipped since the last pull: their reviews stop voting
-    for rid, prev in existing.items():
-        if rid in seen_review_ids or rid != review_id(key, project.id, prev["task_id"], prev["annotation_id"]):
-            continue  # still there, or belongs to another project
-        if prev["verdict"] is None and not any(prev["turn_labels"] or []):
-            continue  # already a non-vote
-        report.withdrawn += 1
-        reviews.append(Review(id=rid, dialogue_id=prev["dialogue_id"], task_id=prev["task_id"],
-                              annotation_id=prev["annotation_id"], annotator=prev["annotator"],
-                              verdict=None, rating=None, turn_labels=[],
-                              comment="withdrawn: deleted or skipped in Label Studio"))
-    # problems fixed since the last pull
-    for pid, resolved in old_problems.items():
-        if pid not in seen_problem_ids and not resolved:
-            old = wh.query("SELECT * FROM review_problems WHERE id = ?", [pid]).to_pylist()[0]
-            old.update(resolved=True, updated_at=datetime.now(timezone.utc))
-            problems.append(ReviewProblem(**old))
-    if problems:
-        # rewrite only what changed
-        current = {}
-        if "review_problems" in wh.tables():
-            current = {r["id"]: (tuple(r["problems"]), r["raw_json"], r["resolved"]) for r in wh.query(
-                "SELECT id, problems, raw_json, resolved FROM review_problems").to_pylist()}
-        problems = [p for p in problems if current.get(p.id) != (tuple(p.problems), p.raw_json, p.resolved)]
-        wh.upsert(problems)
-    if reviews:
-        wh.upsert(reviews)
+            _take_annotation(ann, task, key, project.id, labels, st, who, out, report)
+    gone = _withdrawn(st, out.review_ids, key, project.id)
+    report.withdrawn += len(gone)
+    _store_problems(wh, out.problems, st, out.problem_ids)
+    if out.reviews or gone:
+        wh.upsert(out.reviews + gone)
     return report
 
 
