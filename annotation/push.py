@@ -246,6 +246,27 @@ def judge_predictions(judgements: list[dict], turn_labels: list[str], prefill_ve
     return preds
 
 
+def _ledger_row(key: str, project_id: int, title: str, did: str, info: dict, reason: str) -> ReviewTask:
+    """The push ledger's row for dialogue ``did`` shown by the task ``info`` (from :func:`existing_tasks`)."""
+    return ReviewTask(id=ReviewTask.make_id(key, project_id, did), project_id=project_id, project_title=title,
+                      task_id=info["task_id"], dialogue_id=did, text_hash=info["text_hash"],
+                      n_turns=int(info["n_turns"] or 0), reason=reason)
+
+
+def _import_tasks(client, project_id: int, todo: list[tuple[str, str]], batch: int,
+                  task_of: Callable[[str, str], dict], progress: Callable[[int, int], None] | None) -> None:
+    """Import ``todo`` (dialogue id, reason) as tasks in batches; Label Studio's refusal is a PushError."""
+    for start in range(0, len(todo), batch):
+        part = todo[start:start + batch]
+        try:
+            client.projects.import_tasks(id=project_id, request=[task_of(d, r) for d, r in part],
+                                         return_task_ids=True)
+        except Exception as exc:
+            raise PushError(f"Label Studio refused the task import: {_api_error(exc)}") from None
+        if progress:
+            progress(start + len(part), len(todo))
+
+
 def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str = DEFAULT_PROJECT,
          emotions: list[str], overlap: int = 1, dialogue_ids: list[str] | None = None, batch: int = 100,
          prefill_verdict: bool = False, progress: Callable[[int, int], None] | None = None) -> PushReport:
@@ -283,10 +304,8 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
         report.selected[reason] = report.selected.get(reason, 0) + 1
 
     there = existing_tasks(client, project.id)
-    ledger = [ReviewTask(id=ReviewTask.make_id(key, project.id, d), project_id=project.id, project_title=title,
-                         task_id=info["task_id"], dialogue_id=d, text_hash=info["text_hash"],
-                         n_turns=int(info["n_turns"] or 0), reason=dict(chosen).get(d, "manual"))
-              for d, info in there.items()]
+    reasons = dict(chosen)
+    ledger = [_ledger_row(key, project.id, title, d, info, reasons.get(d, "manual")) for d, info in there.items()]
     todo = []
     for did, reason in chosen:
         if did in there:
@@ -296,35 +315,18 @@ def push(home: Path, client, *, policy: ReviewPolicy | None = None, title: str =
             continue
         todo.append((did, reason))
 
-    done = 0
-    for start in range(0, len(todo), batch):
-        part = todo[start:start + batch]
-        payload = []
-        for did, reason in part:
-            turns = trows[did]
-            data = task_data(drows[did], turns, judgements.get(did, []), slots=slots, reason=reason,
-                             audio=audio.get(did, {}) if has_audio else None)
-            payload.append({"data": data, "predictions": judge_predictions(
-                judgements.get(did, []), [t["label"] for t in turns], prefill_verdict)})
-        try:
-            client.projects.import_tasks(id=project.id, request=payload, return_task_ids=True)
-        except Exception as exc:
-            raise PushError(f"Label Studio refused the task import: {_api_error(exc)}") from None
-        done += len(part)
-        if progress:
-            progress(done, len(todo))
+    _import_tasks(client, project.id, todo, batch, lambda did, reason: {
+        "data": task_data(drows[did], trows[did], judgements.get(did, []), slots=slots, reason=reason,
+                          audio=audio.get(did, {}) if has_audio else None),
+        "predictions": judge_predictions(judgements.get(did, []), [t["label"] for t in trows[did]], prefill_verdict),
+    }, progress)
     if todo:
         # map dialogue -> task id from Label Studio itself (import order is not promised)
         there = existing_tasks(client, project.id)
-        reasons = dict(todo)
-        for did in reasons:
-            info = there.get(did)
-            if info is None:
+        for did, reason in todo:
+            if did not in there:
                 raise PushError(f"dialogue {did} was imported but no task carries it")
-            ledger.append(ReviewTask(id=ReviewTask.make_id(key, project.id, did), project_id=project.id,
-                                     project_title=title, task_id=info["task_id"], dialogue_id=did,
-                                     text_hash=info["text_hash"], n_turns=int(info["n_turns"] or 0),
-                                     reason=reasons[did]))
+            ledger.append(_ledger_row(key, project.id, title, did, there[did], reason))
         report.created = len(todo)
     _upsert_ledger(wh, ledger)
     return report
