@@ -36,6 +36,7 @@ from prefect import flow
 from prefect import serve as prefect_serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron, Interval
 
@@ -44,6 +45,7 @@ from annotation.pull import pull
 from annotation.push import DEFAULT_PROJECT
 from flows.build import load_build_config, run_build
 from flows.runners import make_task_runner
+from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, ensure_crash_detection, heartbeat_env
 from schemas import procs
 from schemas.config import load_config
 from schemas.config.models import load_models_config
@@ -339,22 +341,33 @@ def ensure_work_pool(name: str = DEFAULT_POOL) -> bool:
 
 
 def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | None = None,
-           source: Path = REPO_ROOT) -> list[str]:
+           source: Path = REPO_ROOT, crashed_after_s: float | None = DEFAULT_CRASHED_AFTER_S) -> list[str]:
     """Register every spec as a deployment of the process work pool ``pool`` (created when missing); its code is
-    read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs. Returns the
-    deployment ids. Start a worker with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
+    read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs, and heartbeats
+    are switched on so that a run whose worker died is marked Crashed after ``crashed_after_s`` seconds by the
+    pool's automation (:mod:`flows.unresponsive`; None: no automation). Returns the deployment ids. Start a worker
+    with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
     ensure_work_pool(pool)
     ids = []
-    env = {"EMOFORGE_HOME": str(home)} if home is not None else {}
+    env = heartbeat_env() | ({"EMOFORGE_HOME": str(home)} if home is not None else {})
     for spec in specs:
         fl = flow.from_source(source=str(source), entrypoint=spec.entrypoint)
         dep_id = fl.deploy(
             name=spec.name, work_pool_name=pool, description=spec.description or None,
             parameters=_with_home(spec, home), concurrency_limit=spec.concurrency_limit, tags=spec.tags,
-            job_variables={"env": env, "working_dir": str(source)} if env else {"working_dir": str(source)},
+            job_variables={"env": env, "working_dir": str(source)},
             print_next_steps=False, build=False, push=False, ignore_warnings=True, **spec.schedule_kwargs())
         ids.append(str(dep_id))
+    if crashed_after_s is not None:
+        ensure_crash_detection(pool, _pool_deployment_ids(pool, ids), crashed_after_s)
     return ids
+
+
+def _pool_deployment_ids(pool: str, ids: list[str]) -> list[str]:
+    """``ids`` plus the pool's other deployments (a deploy of a subset keeps the others covered)."""
+    with get_client(sync_client=True) as client:
+        others = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
+    return sorted(set(ids) | {str(d.id) for d in others})
 
 
 # ---- a local Prefect server --------------------------------------------------------------------------------
