@@ -45,7 +45,7 @@ from annotation.pull import pull
 from annotation.push import DEFAULT_PROJECT
 from flows.build import load_build_config, run_build
 from flows.runners import make_task_runner
-from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, ensure_crash_detection, heartbeat_env
+from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, check_window, ensure_crash_detection, heartbeat_env
 from schemas import procs
 from schemas.config import load_config
 from schemas.config.models import load_models_config
@@ -347,6 +347,8 @@ def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | N
     are switched on so that a run whose worker died is marked Crashed after ``crashed_after_s`` seconds by the
     pool's automation (:mod:`flows.unresponsive`; None: no automation). Returns the deployment ids. Start a worker
     with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
+    if crashed_after_s is not None:
+        check_window(crashed_after_s)  # before anything is registered
     ensure_work_pool(pool)
     ids = []
     env = heartbeat_env() | ({"EMOFORGE_HOME": str(home)} if home is not None else {})

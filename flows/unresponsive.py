@@ -35,11 +35,16 @@ def heartbeat_env() -> dict[str, str]:
     return {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}
 
 
+def check_window(crashed_after_s: float) -> None:
+    """ValueError unless ``crashed_after_s`` leaves room for a heartbeat (a live run must never look silent)."""
+    if crashed_after_s <= HEARTBEAT_S:
+        raise ValueError(f"{crashed_after_s:g}s without a heartbeat: the window must exceed the runs' heartbeat "
+                         f"interval ({HEARTBEAT_S}s), or a live run would be marked crashed between two heartbeats")
+
+
 def crash_automation(pool: str, deployment_ids: list[str], crashed_after_s: float) -> Automation:
     """The automation: a flow run of ``deployment_ids`` silent for ``crashed_after_s`` after a heartbeat -> Crashed."""
-    if crashed_after_s <= HEARTBEAT_S:
-        raise ValueError(f"crashed_after_s must exceed the heartbeat interval ({HEARTBEAT_S}s), got {crashed_after_s:g}; "
-                         "a live run would be marked crashed between two heartbeats")
+    check_window(crashed_after_s)
     return Automation(
         name=automation_name(pool),
         description=f"Marks a flow run of emoforge's deployments in work pool {pool!r} Crashed when it sends no "
@@ -77,4 +82,4 @@ def ensure_crash_detection(pool: str, deployment_ids: list[str],
     return str(existing.id)
 
 
-__all__ = ["DEFAULT_CRASHED_AFTER_S", "HEARTBEAT_S", "crash_automation", "ensure_crash_detection", "heartbeat_env"]
+__all__ = ["DEFAULT_CRASHED_AFTER_S", "HEARTBEAT_S", "check_window", "crash_automation", "ensure_crash_detection", "heartbeat_env"]

@@ -128,10 +128,26 @@ def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_pa
         assert dep["parameters"]["home"] == str(home)
         assert dep["job_variables"]["env"]["EMOFORGE_HOME"] == str(home)
         assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
-    # deploying again updates the same deployments instead of adding new ones
+        assert dep["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # runs send heartbeats
+    # the pool's unresponsive-run automation covers the three deployments
+    autos = [a for a in httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+             if "emoforge-test" in a["name"]]
+    assert len(autos) == 1 and autos[0]["enabled"]
+    trig = autos[0]["trigger"]
+    assert trig["posture"] == "Proactive" and trig["within"] == 90 and trig["after"] == ["prefect.flow-run.heartbeat"]
+    assert sorted(trig["match_related"]["prefect.resource.id"]) == sorted(f"prefect.deployment.{i}" for i in ids)
+    assert autos[0]["actions"][0]["state"] == "CRASHED"
+    # deploying again (a subset, another window) updates the same deployments and the same automation
     with temporary_settings({PREFECT_API_URL: prefect_api}):
-        again = deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home)
+        again = deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home, crashed_after_s=120)
     assert again[0] in ids
+    autos = [a for a in httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+             if "emoforge-test" in a["name"]]
+    assert len(autos) == 1 and autos[0]["trigger"]["within"] == 120
+    assert len(autos[0]["trigger"]["match_related"]["prefect.resource.id"]) == 3  # the others stay covered
+    with pytest.raises(ValueError, match="must exceed the runs' heartbeat interval"):
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home, crashed_after_s=20)
 
 
 # ---- overlapping runs (no server needed: the locks are in the home) ------------------------------------------------

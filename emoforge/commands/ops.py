@@ -24,7 +24,7 @@ from emoforge.commands._common import HomeOpt, console, fail, open_home
 from flows.schedules import PREFECT_YAML, ScheduleError, load_specs, run_server, server_healthy
 from flows.schedules import deploy as do_deploy
 from flows.schedules import serve as do_serve
-from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, HEARTBEAT_S
+from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, check_window
 from warehouse import metrics as m
 from warehouse.store import WarehouseError
 
@@ -109,9 +109,11 @@ def register(app: typer.Typer) -> None:
         url = _api(api)
 
         specs = _specs(prefect_yaml, only)
-        if crashed_after and crashed_after <= HEARTBEAT_S:
-            fail(f"--crashed-after {crashed_after:g}: must exceed the runs' heartbeat interval ({HEARTBEAT_S}s), or "
-                 "a live run would be marked crashed between two heartbeats; 0 switches the automation off")
+        if crashed_after:
+            try:
+                check_window(crashed_after)
+            except ValueError as exc:
+                fail(f"--crashed-after: {exc}; 0 switches the automation off")
         try:
             ids = do_deploy(specs, pool=pool, home=path, crashed_after_s=crashed_after or None)
         except ScheduleError as exc:
