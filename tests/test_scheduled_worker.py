@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -216,7 +217,14 @@ def test_nightly_build_on_a_worker_publishes_then_resumes_after_kill_9(tmp_path)
             worker = procs.start("worker1", [str(BIN / "prefect"), "worker", "start", "--pool", POOL], client_env)
 
             # 1. a run triggered through the API completes and publishes
-            run1 = _trigger(api, dep["id"], {"config": str(config), "models": str(models), "dialogues": 8})
+            # (as docs/operations.md: `prefect deployment run`; the later triggers go through the REST API)
+            cli = subprocess.run(
+                [str(BIN / "prefect"), "deployment", "run", "scheduled-build/nightly-build", "--param",
+                 f"config={config}", "--param", f"models={models}", "--param", "dialogues=8"],
+                cwd=ROOT, env=client_env, capture_output=True, text=True, timeout=240)
+            assert cli.returncode == 0, cli.stdout + cli.stderr
+            run1 = re.search(r"UUID: ([0-9a-f-]{36})", cli.stdout).group(1)
+            assert _run_state(api, run1)["parameters"]["dialogues"] == 8
             r1 = _wait_final(api, run1, 300, procs, [server, worker])
             t["run 1 completed"] = time.monotonic() - t0
             assert r1["state_type"] == "COMPLETED", (_run_report(api, run1), procs.logs())
