@@ -3,7 +3,9 @@
 answer for a self-hosted server is heartbeats plus an automation (docs.prefect.io, "detect and respond to zombie
 flows"): every flow run of our deployments sends a ``prefect.flow-run.heartbeat`` event every
 :data:`HEARTBEAT_S` seconds, and an automation marks a run ``Crashed`` when ``crashed_after_s`` pass after a
-heartbeat with neither another heartbeat nor a final state. ``Crashed`` releases the concurrency slot; the next run
+heartbeat (or after it entered ``Running``) with neither another heartbeat nor a final state. Not covered: a run
+whose worker died while it was still ``Pending`` (its process never started); its deployment slot comes back when
+the lease expires (Prefect's ``initial_deployment_lease_duration``, 300 s by default). ``Crashed`` releases the concurrency slot; the next run
 then resumes the build from the LLM call cache and the warehouse (:mod:`flows.resume`).
 
 :func:`ensure_crash_detection` creates (or updates, when deployed again) one automation per work pool, scoped to
@@ -50,7 +52,9 @@ def crash_automation(pool: str, deployment_ids: list[str], crashed_after_s: floa
         description=f"Marks a flow run of emoforge's deployments in work pool {pool!r} Crashed when it sends no "
                     f"heartbeat for {crashed_after_s:g}s (its worker or machine died); frees its concurrency slot.",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # a run's silence is timed from its last heartbeat, or from Running (a server-side event, so a run
+            # killed before its first heartbeat left is caught too)
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             match_related=ResourceSpecification({

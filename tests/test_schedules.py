@@ -134,7 +134,7 @@ def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_pa
              if "emoforge-test" in a["name"]]
     assert len(autos) == 1 and autos[0]["enabled"]
     trig = autos[0]["trigger"]
-    assert trig["posture"] == "Proactive" and trig["within"] == 90 and trig["after"] == ["prefect.flow-run.heartbeat"]
+    assert trig["posture"] == "Proactive" and trig["within"] == 90 and sorted(trig["after"]) == ["prefect.flow-run.Running", "prefect.flow-run.heartbeat"]
     assert sorted(trig["match_related"]["prefect.resource.id"]) == sorted(f"prefect.deployment.{i}" for i in ids)
     assert autos[0]["actions"][0]["state"] == "CRASHED"
     # deploying again (a subset, another window) updates the same deployments and the same automation
