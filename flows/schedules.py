@@ -37,7 +37,7 @@ from prefect import serve as prefect_serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.schedules import Cron, Interval
 
 from annotation.client import connect
@@ -361,7 +361,14 @@ def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | N
             print_next_steps=False, build=False, push=False, ignore_warnings=True, **spec.schedule_kwargs())
         ids.append(str(dep_id))
     if crashed_after_s is not None:
-        ensure_crash_detection(pool, _pool_deployment_ids(pool, ids), crashed_after_s)
+        try:
+            ensure_crash_detection(pool, _pool_deployment_ids(pool, ids), crashed_after_s)
+        except (PrefectHTTPStatusError, httpx.HTTPError) as exc:
+            raise ScheduleError(
+                f"the {len(ids)} deployment(s) are registered, but the automation that marks a run Crashed when its "
+                f"worker dies could not be created on the server ({type(exc).__name__}: {exc}); without it a killed "
+                "run stays Running and holds its deployment for 5 minutes. Fix the server's events/automations, or "
+                "deploy with --crashed-after 0 to go without") from None
     return ids
 
 

@@ -150,6 +150,23 @@ def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_pa
             deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home, crashed_after_s=20)
 
 
+def test_deploy_says_clearly_when_the_crash_automation_cannot_be_made(prefect_api, tmp_path, monkeypatch):
+    """Fault injection: the server refuses the automation; deploy names what was done and what is missing."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.schedules as schedules
+
+    def refused(*args, **kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(schedules, "ensure_crash_detection", refused)
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        with pytest.raises(schedules.ScheduleError, match=r"1 deployment\(s\) are registered.*--crashed-after 0"):
+            schedules.deploy(load_specs(only=["daily-publish"]), pool="emoforge-fault", home=tmp_path / "home")
+        assert schedules.deploy(load_specs(only=["daily-publish"]), pool="emoforge-fault", home=tmp_path / "home",
+                                crashed_after_s=None)  # without the automation it deploys
+
+
 # ---- overlapping runs (no server needed: the locks are in the home) ------------------------------------------------
 def _publish_job(home: str, cfg: str, q) -> None:
     from flows.schedules import JobBusy, publish_job
