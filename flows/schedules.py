@@ -50,6 +50,7 @@ from schemas import procs
 from schemas.config import load_config
 from schemas.config.models import load_models_config
 from schemas.home import offline_env, resolve_home
+from schemas.records import Run
 from warehouse.effective import effective_views
 from warehouse.publish import publish_release
 from warehouse.releases import list_releases
@@ -193,6 +194,26 @@ def publish_job(home: str | None = None, config: str | None = None, only_if_chan
     return summary
 
 
+def close_dead_runs(home: Path, command: str) -> list[str]:
+    """Mark the ``command`` runs still recorded as running in ``home`` as failed ("its process died"): called while
+    holding that job's lock, which every such run held while alive, so none of them can still be running (a
+    worker killed with -9 left its record behind). Returns their ids."""
+    wh = Warehouse(home)
+    if "runs" not in wh.tables():
+        return []
+    rows = wh.query("SELECT * FROM runs WHERE status = 'running' AND command = ?", [command]).to_pylist()
+    fields = set(Run.model_fields)
+    dead = []
+    for row in rows:
+        run = Run.model_validate({k: v for k, v in row.items() if k in fields})
+        metrics = json.loads(run.metrics_json or "{}") | {
+            "error": "interrupted: its process died (a killed worker or machine); found by the next run, which resumes it"}
+        dead.append(run.model_copy(update={"status": "failed", "metrics_json": json.dumps(metrics, sort_keys=True)}))
+    if dead:
+        wh.upsert(dead)
+    return [r.id for r in dead]
+
+
 def build_job(home: str | None = None, config: str | None = None, models: str | None = None,
               dialogues: int | None = None, seed: int = 0, runner: str | None = None,
               publish: bool = True) -> dict[str, Any]:
@@ -202,6 +223,7 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
     cfg = load_build_config(config)
     mcfg = load_models_config(models)
     with storage_errors(path, "build"), job_lock(path, "build"):
+        close_dead_runs(path, "build-job")
         summary = run_build(path, cfg, mcfg, n_dialogues=dialogues, seed=seed, publish=publish,
                             task_runner=make_task_runner(runner), progress=False, command="build-job")
     return {k: v for k, v in summary.items() if k != "metrics"} | {"metrics": summary.get("metrics", {})}

@@ -274,7 +274,10 @@ def test_nightly_build_on_a_worker_publishes_then_resumes_after_kill_9(tmp_path)
         assert len(ids) == wh.count("dialogues", "status = 'accepted'")
         assert wh.count("dialogues", "status IN ('pending', 'generated')") == 0
         assert verify_release(Path(rels[-1]["path"])) == []
-        last = wh.query("SELECT status, metrics_json FROM runs ORDER BY started_at DESC LIMIT 1").to_pylist()[0]
+        runs = wh.query("SELECT status, metrics_json FROM runs ORDER BY started_at").to_pylist()
+        assert [r["status"] for r in runs] == ["finished", "failed", "finished"]  # the killed run's record closed
+        assert "process died" in json.loads(runs[1]["metrics_json"])["error"]
+        last = runs[-1]
         m = json.loads(last["metrics_json"])
         assert last["status"] == "finished" and m["missing"] == 0 and sum(m["statuses"].values()) == 24
         # what run 2 finished was taken from the warehouse or the cache, not asked again

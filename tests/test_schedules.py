@@ -4,6 +4,7 @@ work pool with their cron schedules; overlapping publishes into one home are ser
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -254,3 +255,25 @@ def test_job_lock_is_released_when_its_holder_is_killed(tmp_path):
         proc.join(10)
     with job_lock(home, "build"):
         pass
+
+
+def test_a_build_job_closes_the_run_records_that_a_killed_worker_left_running(tmp_path):
+    from datetime import datetime, timezone
+
+    from flows.schedules import close_dead_runs
+    from schemas.records import Run
+    from warehouse.store import Warehouse
+
+    home = tmp_path / "home"
+    wh = Warehouse(home)
+    now = datetime.now(timezone.utc)
+    wh.upsert([Run(id="run_killed", command="build-job", started_at=now, metrics_json='{"n_scenarios": 24}'),
+               Run(id="run_done", command="build-job", started_at=now, status="finished"),
+               Run(id="run_manual", command="build", started_at=now)])
+    assert close_dead_runs(home, "build-job") == ["run_killed"]
+    rows = {r["id"]: r for r in wh.query("SELECT id, status, metrics_json FROM runs").to_pylist()}
+    assert len(rows) == 3 and rows["run_killed"]["status"] == "failed"
+    m = json.loads(rows["run_killed"]["metrics_json"])
+    assert m["n_scenarios"] == 24 and "process died" in m["error"]
+    assert rows["run_done"]["status"] == "finished" and rows["run_manual"]["status"] == "running"
+    assert close_dead_runs(home, "build-job") == []  # nothing left to close
