@@ -241,6 +241,8 @@ def test_nightly_build_on_a_worker_publishes_then_resumes_after_kill_9(tmp_path)
             flow_procs = [p for p in psutil.Process(worker.pid).children(recursive=True)
                           if _environ(p).get("PREFECT__FLOW_RUN_ID") == run2]
             assert flow_procs, "the worker runs no process for run 2"
+            print("\nworker", worker.pid, "sid", os.getsid(worker.pid), "spawned for run 2:",
+                  [(p.pid, os.getsid(p.pid), " ".join(p.cmdline())[:80]) for p in flow_procs])
             tree = kill_tree(worker.pid, signal.SIGKILL)  # the machine dies: worker and flow run at once
             psutil.wait_procs(tree, timeout=30)
             assert not [p for p in flow_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
