@@ -36,7 +36,8 @@ from prefect import flow
 from prefect import serve as prefect_serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.exceptions import ObjectNotFound
+from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.schedules import Cron, Interval
 
 from annotation.client import connect
@@ -44,10 +45,12 @@ from annotation.pull import pull
 from annotation.push import DEFAULT_PROJECT
 from flows.build import load_build_config, run_build
 from flows.runners import make_task_runner
+from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, check_window, ensure_crash_detection, heartbeat_env
 from schemas import procs
 from schemas.config import load_config
 from schemas.config.models import load_models_config
 from schemas.home import offline_env, resolve_home
+from schemas.records import Run
 from warehouse.effective import effective_views
 from warehouse.publish import publish_release
 from warehouse.releases import list_releases
@@ -191,6 +194,26 @@ def publish_job(home: str | None = None, config: str | None = None, only_if_chan
     return summary
 
 
+def close_dead_runs(home: Path, command: str) -> list[str]:
+    """Mark the ``command`` runs still recorded as running in ``home`` as failed ("its process died"): called while
+    holding that job's lock, which every such run held while alive, so none of them can still be running (a
+    worker killed with -9 left its record behind). Returns their ids."""
+    wh = Warehouse(home)
+    if "runs" not in wh.tables():
+        return []
+    rows = wh.query("SELECT * FROM runs WHERE status = 'running' AND command = ?", [command]).to_pylist()
+    fields = set(Run.model_fields)
+    dead = []
+    for row in rows:
+        run = Run.model_validate({k: v for k, v in row.items() if k in fields})
+        metrics = json.loads(run.metrics_json or "{}") | {
+            "error": "interrupted: its process died (a killed worker or machine); found by the next run, which resumes it"}
+        dead.append(run.model_copy(update={"status": "failed", "metrics_json": json.dumps(metrics, sort_keys=True)}))
+    if dead:
+        wh.upsert(dead)
+    return [r.id for r in dead]
+
+
 def build_job(home: str | None = None, config: str | None = None, models: str | None = None,
               dialogues: int | None = None, seed: int = 0, runner: str | None = None,
               publish: bool = True) -> dict[str, Any]:
@@ -200,6 +223,7 @@ def build_job(home: str | None = None, config: str | None = None, models: str | 
     cfg = load_build_config(config)
     mcfg = load_models_config(models)
     with storage_errors(path, "build"), job_lock(path, "build"):
+        close_dead_runs(path, "build-job")
         summary = run_build(path, cfg, mcfg, n_dialogues=dialogues, seed=seed, publish=publish,
                             task_runner=make_task_runner(runner), progress=False, command="build-job")
     return {k: v for k, v in summary.items() if k != "metrics"} | {"metrics": summary.get("metrics", {})}
@@ -339,22 +363,42 @@ def ensure_work_pool(name: str = DEFAULT_POOL) -> bool:
 
 
 def deploy(specs: list[DeploymentSpec], pool: str = DEFAULT_POOL, home: Path | None = None,
-           source: Path = REPO_ROOT) -> list[str]:
+           source: Path = REPO_ROOT, crashed_after_s: float | None = DEFAULT_CRASHED_AFTER_S) -> list[str]:
     """Register every spec as a deployment of the process work pool ``pool`` (created when missing); its code is
-    read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs. Returns the
-    deployment ids. Start a worker with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
+    read from ``source`` (this checkout) by the worker; ``EMOFORGE_HOME`` is passed to the flow runs, and heartbeats
+    are switched on so that a run whose worker died is marked Crashed after ``crashed_after_s`` seconds by the
+    pool's automation (:mod:`flows.unresponsive`; None: no automation). Returns the deployment ids. Start a worker
+    with ``prefect worker start --pool <pool>`` (``emoforge deploy --worker``)."""
+    if crashed_after_s is not None:
+        check_window(crashed_after_s)  # before anything is registered
     ensure_work_pool(pool)
     ids = []
-    env = {"EMOFORGE_HOME": str(home)} if home is not None else {}
+    env = heartbeat_env() | ({"EMOFORGE_HOME": str(home)} if home is not None else {})
     for spec in specs:
         fl = flow.from_source(source=str(source), entrypoint=spec.entrypoint)
         dep_id = fl.deploy(
             name=spec.name, work_pool_name=pool, description=spec.description or None,
             parameters=_with_home(spec, home), concurrency_limit=spec.concurrency_limit, tags=spec.tags,
-            job_variables={"env": env, "working_dir": str(source)} if env else {"working_dir": str(source)},
+            job_variables={"env": env, "working_dir": str(source)},
             print_next_steps=False, build=False, push=False, ignore_warnings=True, **spec.schedule_kwargs())
         ids.append(str(dep_id))
+    if crashed_after_s is not None:
+        try:
+            ensure_crash_detection(pool, _pool_deployment_ids(pool, ids), crashed_after_s)
+        except (PrefectHTTPStatusError, httpx.HTTPError) as exc:
+            raise ScheduleError(
+                f"the {len(ids)} deployment(s) are registered, but the automation that marks a run Crashed when its "
+                f"worker dies could not be created on the server ({type(exc).__name__}: {exc}); without it a killed "
+                "run stays Running and holds its deployment for 5 minutes. Fix the server's events/automations, or "
+                "deploy with --crashed-after 0 to go without") from None
     return ids
+
+
+def _pool_deployment_ids(pool: str, ids: list[str]) -> list[str]:
+    """``ids`` plus the pool's other deployments (a deploy of a subset keeps the others covered)."""
+    with get_client(sync_client=True) as client:
+        others = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
+    return sorted(set(ids) | {str(d.id) for d in others})
 
 
 # ---- a local Prefect server --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ work pool with their cron schedules; overlapping publishes into one home are ser
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -128,10 +129,43 @@ def test_prefect_yaml_deployments_register_in_a_process_pool(prefect_api, tmp_pa
         assert dep["parameters"]["home"] == str(home)
         assert dep["job_variables"]["env"]["EMOFORGE_HOME"] == str(home)
         assert dep["concurrency_limit"] == 1 or (dep.get("global_concurrency_limit") or {}).get("limit") == 1
-    # deploying again updates the same deployments instead of adding new ones
+        assert dep["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # runs send heartbeats
+    # the pool's unresponsive-run automation covers the three deployments
+    autos = [a for a in httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+             if "emoforge-test" in a["name"]]
+    assert len(autos) == 1 and autos[0]["enabled"]
+    trig = autos[0]["trigger"]
+    assert trig["posture"] == "Proactive" and trig["within"] == 90 and sorted(trig["after"]) == ["prefect.flow-run.Running", "prefect.flow-run.heartbeat"]
+    assert sorted(trig["match_related"]["prefect.resource.id"]) == sorted(f"prefect.deployment.{i}" for i in ids)
+    assert autos[0]["actions"][0]["state"] == "CRASHED"
+    # deploying again (a subset, another window) updates the same deployments and the same automation
     with temporary_settings({PREFECT_API_URL: prefect_api}):
-        again = deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home)
+        again = deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home, crashed_after_s=120)
     assert again[0] in ids
+    autos = [a for a in httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
+             if "emoforge-test" in a["name"]]
+    assert len(autos) == 1 and autos[0]["trigger"]["within"] == 120
+    assert len(autos[0]["trigger"]["match_related"]["prefect.resource.id"]) == 3  # the others stay covered
+    with pytest.raises(ValueError, match="must exceed the runs' heartbeat interval"):
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            deploy(load_specs(only=["daily-publish"]), pool="emoforge-test", home=home, crashed_after_s=20)
+
+
+def test_deploy_says_clearly_when_the_crash_automation_cannot_be_made(prefect_api, tmp_path, monkeypatch):
+    """Fault injection: the server refuses the automation; deploy names what was done and what is missing."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.schedules as schedules
+
+    def refused(*args, **kwargs):
+        raise httpx.ConnectError("connection refused")
+
+    monkeypatch.setattr(schedules, "ensure_crash_detection", refused)
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        with pytest.raises(schedules.ScheduleError, match=r"1 deployment\(s\) are registered.*--crashed-after 0"):
+            schedules.deploy(load_specs(only=["daily-publish"]), pool="emoforge-fault", home=tmp_path / "home")
+        assert schedules.deploy(load_specs(only=["daily-publish"]), pool="emoforge-fault", home=tmp_path / "home",
+                                crashed_after_s=None)  # without the automation it deploys
 
 
 # ---- overlapping runs (no server needed: the locks are in the home) ------------------------------------------------
@@ -221,3 +255,25 @@ def test_job_lock_is_released_when_its_holder_is_killed(tmp_path):
         proc.join(10)
     with job_lock(home, "build"):
         pass
+
+
+def test_a_build_job_closes_the_run_records_that_a_killed_worker_left_running(tmp_path):
+    from datetime import datetime, timezone
+
+    from flows.schedules import close_dead_runs
+    from schemas.records import Run
+    from warehouse.store import Warehouse
+
+    home = tmp_path / "home"
+    wh = Warehouse(home)
+    now = datetime.now(timezone.utc)
+    wh.upsert([Run(id="run_killed", command="build-job", started_at=now, metrics_json='{"n_scenarios": 24}'),
+               Run(id="run_done", command="build-job", started_at=now, status="finished"),
+               Run(id="run_manual", command="build", started_at=now)])
+    assert close_dead_runs(home, "build-job") == ["run_killed"]
+    rows = {r["id"]: r for r in wh.query("SELECT id, status, metrics_json FROM runs").to_pylist()}
+    assert len(rows) == 3 and rows["run_killed"]["status"] == "failed"
+    m = json.loads(rows["run_killed"]["metrics_json"])
+    assert m["n_scenarios"] == 24 and "process died" in m["error"]
+    assert rows["run_done"]["status"] == "finished" and rows["run_manual"]["status"] == "running"
+    assert close_dead_runs(home, "build-job") == []  # nothing left to close

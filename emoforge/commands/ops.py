@@ -24,6 +24,7 @@ from emoforge.commands._common import HomeOpt, console, fail, open_home
 from flows.schedules import PREFECT_YAML, ScheduleError, load_specs, run_server, server_healthy
 from flows.schedules import deploy as do_deploy
 from flows.schedules import serve as do_serve
+from flows.unresponsive import DEFAULT_CRASHED_AFTER_S, check_window
 from warehouse import metrics as m
 from warehouse.store import WarehouseError
 
@@ -97,20 +98,33 @@ def register(app: typer.Typer) -> None:
         only: OnlyOpt = None,
         prefect_yaml: YamlOpt = None,
         worker: Annotated[bool, typer.Option("--worker/--no-worker", help="then run a worker of the pool here")] = False,
+        crashed_after: Annotated[float, typer.Option(
+            "--crashed-after", help="seconds without a heartbeat before a run (its worker died) is marked Crashed, "
+            f"freeing the deployment for the next run; 0: no such automation (default {DEFAULT_CRASHED_AFTER_S})")
+        ] = DEFAULT_CRASHED_AFTER_S,
     ) -> None:
-        """Create the work pool and the scheduled deployments of prefect.yaml on the Prefect server."""
+        """Create the work pool and the scheduled deployments of prefect.yaml on the Prefect server, and the
+        automation that marks a run whose worker died as Crashed."""
         path = open_home(home)
         url = _api(api)
 
         specs = _specs(prefect_yaml, only)
+        if crashed_after:
+            try:
+                check_window(crashed_after)
+            except ValueError as exc:
+                fail(f"--crashed-after: {exc}; 0 switches the automation off")
         try:
-            ids = do_deploy(specs, pool=pool, home=path)
+            ids = do_deploy(specs, pool=pool, home=path, crashed_after_s=crashed_after or None)
         except ScheduleError as exc:
             fail(str(exc))
         for spec, dep_id in zip(specs, ids):
             when = spec.cron or (f"every {spec.interval_s:g}s" if spec.interval_s else "no schedule")
             console.print(f"deployed {spec.name} ({spec.entrypoint}, {when}{', paused' if spec.paused else ''}) "
                           f"-> {dep_id}", highlight=False)
+        if crashed_after:
+            console.print(f"a run silent for {crashed_after:g}s (no heartbeat: its worker died) is marked Crashed",
+                          highlight=False)
         console.print(f"work pool {pool!r} on {url}; runs need a worker: prefect worker start --pool {pool}",
                       highlight=False)
         if worker:
