@@ -213,6 +213,19 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     )
     if con.execute("SELECT count(*) FROM sel").fetchall()[0][0] == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
+    materialise_turns(con)
+
+
+def materialise_turns(con) -> None:
+    """``effective_turns`` of the selected dialogues, computed once into a temp table that the view then reads.
+
+    Over a store as a build leaves it (hundreds of parts, rows written more than once) the view deduplicates every
+    turn of the store by a window over all parts; publish reads the turns a dozen times (rules, difficulty, each
+    split's files, stats), so it would repeat that work each time. Every reader joins ``sel``, a subset of what is
+    kept here; a re-synthesis that redefines the views calls this again."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
+                "WHERE t.dialogue_id IN (SELECT id FROM sel)")
+    con.execute("CREATE OR REPLACE VIEW effective_turns AS SELECT * FROM _sel_turns")
 
 
 def _quarantine(con, wh: Warehouse, cfg: Config, tax: Taxonomy, run_id: str, version: str,
@@ -440,6 +453,7 @@ def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | No
         resynthesise(targets)
         wh.define_views(con)  # the retry wrote new clips and casts: list the store's parts again
         effective_views(con)
+        materialise_turns(con)
         con.register("_retry", pa.table({"id": pa.array(sorted(targets), pa.string())}))
         again = _audio_gate(con, wh, cfg, only="_retry")
         con.unregister("_retry")
