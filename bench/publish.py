@@ -1,7 +1,7 @@
 """Benchmark: publish (validation, report, everything) vs a plain pyarrow write of the same rows; peak memory.
 
-    python bench/publish.py            # 40,150 dialogues as a build leaves them; audio variant at 4,015
-    python bench/publish.py --quick    # 2,000 dialogues; audio variant at 500 (a few minutes on a loaded machine)
+    python bench/publish.py            # 40,150 dialogues as a build leaves them; audio variant at 1,000
+    python bench/publish.py --quick    # 2,000 dialogues; audio variant at 200 (a few minutes on a loaded machine)
     python bench/publish.py --tenx     # also 10x the dialogues (memory growth)
 
 The store is left the way a build leaves it: ``flows.synthetic`` dialogues written the way ``flows.generate``'s
@@ -213,10 +213,11 @@ def run_scale(n: int, flush: int, audio: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2,000 dialogues, audio variant 500 (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="2,000 dialogues, audio variant 200 (a few minutes)")
     ap.add_argument("--dialogues", type=int, default=None, help="text-only size (default 40,150; --quick 2,000)")
     ap.add_argument("--audio-dialogues", type=int, default=None,
-                    help="audio variant size (default a tenth of --dialogues; --quick 500; 0 = skip)")
+                    help="audio variant size (default 1,000; --quick 200; 0 = skip). The audio gate measures every "
+                         "clip and each speaker's voice (pitch track, MFCCs): seconds per dialogue on 2 cores")
     ap.add_argument("--flush", type=int, default=40, help="dialogues per part, as a build's record sink flushes")
     ap.add_argument("--tenx", action="store_true", help="also publish 10x the dialogues (memory growth)")
     ap.add_argument("--child", choices=["publish", "bare"])
@@ -228,7 +229,7 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base = args.dialogues or (2000 if args.quick else 40150)
-    n_audio = args.audio_dialogues if args.audio_dialogues is not None else (500 if args.quick else base // 10)
+    n_audio = args.audio_dialogues if args.audio_dialogues is not None else (200 if args.quick else 1000)
     results = [run_scale(base, args.flush, False)]
     if n_audio:
         results.append(run_scale(n_audio, args.flush, True))

@@ -184,17 +184,18 @@ UTTERANCE_COLUMNS = ("dialogue_id", "utterance_idx", "speaker", "text", "emotion
                      "label_erc7", "audio", "domain", "model_a", "model_b", "split", "difficulty", "bucket")
 
 
-def _samples(release_dir: Path, ids: list[str]) -> list[dict]:
-    """The first dialogues by id with their ``turns`` (the one column not kept for every dialogue)."""
-    wanted = sorted(ids)[:N_SAMPLES]
-    out = []
-    for f in sorted((release_dir / "data" / "dialogues").glob("*.parquet")):
-        if "turns" not in pq.read_schema(f).names:
-            return []
-        t = pq.read_table(f, columns=["dialogue_id", "turns"])
-        mask = pa.compute.is_in(t.column("dialogue_id"), value_set=pa.array(wanted, pa.string()))
-        out += t.filter(mask).to_pylist()
-    return sorted(out, key=lambda r: r["dialogue_id"])
+def _samples(utt: pa.Table, first: dict[str, dict]) -> list[dict]:
+    """The dialogues ``first`` (the first by id) with their ``turns``, cut from the utterance rows already read."""
+    if not first or not utt.num_rows or not {"dialogue_id", "utterance_idx"} <= set(utt.column_names):
+        return list(first.values())
+    cols = [c for c in ("dialogue_id", "utterance_idx", "speaker", "text", "emotion") if c in utt.column_names]
+    rows = utt.select(cols).filter(pa.compute.is_in(utt.column("dialogue_id"),
+                                                   value_set=pa.array(list(first), pa.string()))).to_pylist()
+    turns: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: r["utterance_idx"]):
+        turns[r["dialogue_id"]].append({"idx": r["utterance_idx"], "speaker": r.get("speaker"), "text": r.get("text"),
+                                        "emotion": r.get("emotion")})
+    return [d | {"turns": turns.get(did, [])} for did, d in first.items()]
 
 
 def _dialogues_from_utterances(utt: pa.Table) -> list[dict]:
@@ -221,10 +222,9 @@ def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, man
     if dlg is None and utt is None:
         raise ReportError(f"{release_dir}: no data/dialogues/*.parquet nor data/utterances/*.parquet")
     dialogues = sorted(dlg.to_pylist(), key=lambda r: r.get("dialogue_id") or "") if dlg is not None else []
-    first = {d["dialogue_id"]: d for d in dialogues[:N_SAMPLES]}
-    samples = [first[x["dialogue_id"]] | x for x in _samples(release_dir, list(first))] if dialogues else []
     if utt is None:
         utt = pa.table({})
+    samples = _samples(utt, {d["dialogue_id"]: d for d in dialogues[:N_SAMPLES]})
     if not dialogues and utt.num_rows:
         dialogues = _dialogues_from_utterances(utt)
         samples = dialogues[:N_SAMPLES]
