@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.config import PublishConfig
@@ -142,17 +144,32 @@ def _run(runner: GXRunner, suite_name: str, expectations: list, df: pd.DataFrame
 
 
 def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_rows: int) -> Iterable[pd.DataFrame]:
+    """The utterance rows of every file, in frames of about ``chunk_rows`` rows (a frame spans files: each GX run
+    has a fixed cost, so the split files are validated together, not one run per file)."""
     cols = ["dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
             "n_words", "difficulty", "bucket", "split"] + [f"label_{m}" for m in mapping_names]
+    pending: list[pa.Table] = []
+    n = 0
     for f in files:
         pf = pq.ParquetFile(f)
         has_source = "source" in pf.schema_arrow.names
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols + (["source"] if has_source else [])):
-            df = batch.to_pandas()
+            table = pa.Table.from_batches([batch])
             if not has_source:
-                df["source"] = "generated"
-            df["expected_speaker"] = df["utterance_idx"].map(lambda i: "A" if i % 2 == 0 else "B")
-            yield df
+                table = table.append_column("source", pa.array(["generated"] * batch.num_rows, pa.string()))
+            pending.append(table.select(cols + ["source"]))
+            n += batch.num_rows
+            if n >= chunk_rows:
+                yield _frame(pending)
+                pending, n = [], 0
+    if pending:
+        yield _frame(pending)
+
+
+def _frame(tables: list[pa.Table]) -> pd.DataFrame:
+    df = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    df["expected_speaker"] = np.where(df["utterance_idx"].to_numpy() % 2 == 0, "A", "B")
+    return df
 
 
 def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
@@ -218,8 +235,9 @@ def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chu
     checked["dialogues"] = len(ddf)
     if len(ddf):
         default = default_suite(taxonomy, cfg)
-        ddf["min_turns_bound"] = ddf["source"].map(lambda s: suites.get(s, default).min_turns)
-        ddf["max_turns_bound"] = ddf["source"].map(lambda s: suites.get(s, default).max_turns)
+        of = {s: suites.get(s, default) for s in ddf["source"].unique()}
+        ddf["min_turns_bound"] = ddf["source"].map({s: x.min_turns for s, x in of.items()})
+        ddf["max_turns_bound"] = ddf["source"].map({s: x.max_turns for s, x in of.items()})
         d_name, d_exps = dialogue_suite(runner.gx, taxonomy, cfg)
         f, r = _run(runner, d_name, d_exps, ddf, ["dialogue_id"])
         failures.extend(f)

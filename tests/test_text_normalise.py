@@ -4,7 +4,9 @@ does, for any text: the release's text_hash and every duplicate gate depend on i
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.text import normalise_text, text_hash
+import pyarrow as pa
+
+from schemas.text import count_words, count_words_column, normalise_text, text_hash
 
 
 def _per_character(text: str) -> str:
@@ -22,3 +24,17 @@ def test_known_values():
     assert normalise_text("  Hello,   WORLD_it's  ") == "hello world it s"
     assert normalise_text("ΟΔΟΣ") == "οδοσ"  # each letter lowered on its own: no final sigma
     assert text_hash(["Hi there!", "hi   THERE"]) == text_hash(["hi there", "Hi, there."])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.none() | st.text(alphabet="aZ09_ -'’.,!?\n\tİßΣé٣²½\u0307\U00011f04漢", max_size=30)
+                | st.text(max_size=20), max_size=40))
+def test_column_word_counts_equal_count_words(texts):
+    """The report counts words over a whole column at once; every text gets count_words's count."""
+    got = count_words_column(pa.chunked_array([pa.array(texts[:5], pa.string()), pa.array(texts[5:], pa.string())]))
+    assert got == [count_words(t or "") for t in texts]
+
+
+def test_column_word_counts_known_values():
+    texts = ["I'll go now, it's 5 o'clock", "naïve café", "don’t stop", "a_b", "", None, "--", "x'"]
+    assert count_words_column(pa.array(texts)) == [6, 2, 2, 2, 0, 0, 0, 1]

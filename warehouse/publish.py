@@ -25,11 +25,11 @@ import os
 import shutil
 import uuid
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas.config import Config, PublishConfig, load_config
 from schemas.home import code_version
@@ -47,6 +47,7 @@ from warehouse.quarantine import (
     retry_targets, share_problem, summarise, write_summary,
 )
 from warehouse.report import write_report
+from warehouse.release_files import write_splits
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -136,7 +137,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
         audio = _audio_present(con, wh, pc.audio)
         uid = uuid.uuid4().hex[:12]
-        counts = _write_splits(con, wh, tax, pc, out / "data", uid, audio)  # 4. Parquet per split
+        counts = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
         stats = _stats(con, tax)
     finally:
         con.close()
@@ -213,6 +214,19 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     )
     if con.execute("SELECT count(*) FROM sel").fetchall()[0][0] == 0:
         raise PublishError(f"nothing to publish: no accepted dialogues from sources {pc.sources} in {wh.home}")
+    materialise_turns(con)
+
+
+def materialise_turns(con) -> None:
+    """``effective_turns`` of the selected dialogues, computed once into a temp table that the view then reads.
+
+    Over a store as a build leaves it (hundreds of parts, rows written more than once) the view deduplicates every
+    turn of the store by a window over all parts; publish reads the turns a dozen times (rules, difficulty, each
+    split's files, stats), so it would repeat that work each time. Every reader joins ``sel``, a subset of what is
+    kept here; a re-synthesis that redefines the views calls this again."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
+                "WHERE t.dialogue_id IN (SELECT id FROM sel)")
+    con.execute("CREATE OR REPLACE VIEW effective_turns AS SELECT * FROM _sel_turns")
 
 
 def _quarantine(con, wh: Warehouse, cfg: Config, tax: Taxonomy, run_id: str, version: str,
@@ -259,82 +273,31 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
 
 
 def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
-    """PRC-Emo difficulty per dialogue, streamed over the turns, and its bucket (quantile edges over the train
-    split); registers ``dif`` (id, difficulty, bucket); returns the edges."""
+    """PRC-Emo difficulty per dialogue (its speakers and labels in turn order, listed by DuckDB) and its bucket
+    (quantile edges over the train split); registers ``dif`` (id, difficulty, bucket); returns the edges."""
     dif: dict[str, float] = {}
     reader = con.sql(
-        "SELECT t.dialogue_id, t.speaker, t.label FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id "
-        "ORDER BY t.dialogue_id, t.idx"
-    ).to_arrow_reader(200_000)
-    cur, spk, lab = None, [], []
+        "SELECT t.dialogue_id, list(t.speaker ORDER BY t.idx), list(t.label ORDER BY t.idx) "
+        "FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id GROUP BY t.dialogue_id"
+    ).to_arrow_reader(50_000)
     k, b = pc.difficulty.k, pc.difficulty.b
 
+    @lru_cache(maxsize=None)
     def sim(x: str, y: str) -> float:  # an unknown label scores 0 here; the gate then names its row
         return tax.similarity(x, y) if x in tax.emotion and y in tax.emotion else 0.0
 
     for batch in reader:
-        for did, s, lbl in zip(*(batch.column(i).to_pylist() for i in range(3))):
-            if did != cur:
-                if cur is not None:
-                    dif[cur] = difficulty(spk, lab, sim, k, b)
-                cur, spk, lab = did, [], []
-            spk.append(s)
-            lab.append(lbl)
-    if cur is not None:
-        dif[cur] = difficulty(spk, lab, sim, k, b)
+        for did, spk, lab in zip(*(batch.column(i).to_pylist() for i in range(3))):
+            dif[did] = difficulty(spk, lab, sim, k, b)
     train_vals = [v for d, v in dif.items() if split_of.get(d) == "train"] or list(dif.values())
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
-    ids = list(dif)
+    ids = sorted(dif)
     con.register("dif", pa.table({
         "id": pa.array(ids, pa.string()),
         "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
         "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
     }))
     return edges
-
-
-def _write_splits(con, wh: Warehouse, tax: Taxonomy, pc: PublishConfig, data: Path, uid: str,
-                  audio: bool) -> dict[str, dict[str, int]]:
-    """Utterance- and dialogue-level Parquet per split, streamed. File names carry a per-release id: `datasets`
-    keys its cache on the directory name and the card's data_files patterns, so two releases named alike must not
-    share file names."""
-    audio_join_u = (" LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id"
-                    if audio else "")
-    audio_col_u = ", c.path AS _audio" if audio else ""
-    audio_join_d = (" LEFT JOIN (SELECT dialogue_id AS mix_dialogue_id, path AS mix_path FROM clips WHERE kind = 'mix') c "
-                    "ON c.mix_dialogue_id = sel.id" if audio else "")
-    audio_col_d = ", any_value(c.mix_path) AS _audio_mix" if audio else ""
-    batch_rows = 256 if audio else pc.row_group_size
-    audio_root = wh.home / "audio" if audio else None
-    map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
-    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
-                        for n in tax.mappings)
-    counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        q = sql_str(split)
-        n_utt = _write(con, data / "utterances" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.speaker_name, t.text, t.label AS emotion,
-                   t.intended_emotion, sel.source, t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b, sel.n_turns,
-                   t.n_words, dif.difficulty, dif.bucket, s.split{audio_col_u}
-            FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id{map_joins}{audio_join_u}
-            WHERE s.split = {q}
-            ORDER BY t.dialogue_id, t.idx""", audio_root, batch_rows)
-        n_dlg = _write(con, data / "dialogues" / f"{split}-{uid}.parquet", pc.row_group_size, f"""
-            SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
-                   CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type,
-                   sel.n_turns, list(t.label ORDER BY t.idx) AS emotions,
-                   list(struct_pack(idx := t.idx, speaker := t.speaker, text := t.text, emotion := t.label) ORDER BY t.idx) AS turns,
-                   any_value(dif.difficulty) AS difficulty, any_value(dif.bucket) AS bucket, any_value(s.split) AS split,
-                   sel.judge_score, sel.decided_by, sel.text_hash{audio_col_d}
-            FROM sel JOIN effective_turns t ON t.dialogue_id = sel.id JOIN dif ON dif.id = sel.id
-                 JOIN split_map s ON s.id = sel.id{audio_join_d}
-            WHERE s.split = {q}
-            GROUP BY sel.id, sel.source, sel.domain, sel.model_a, sel.model_b, sel.n_turns, sel.decided_by,
-                     sel.judge_score, sel.text_hash
-            ORDER BY sel.id""", audio_root, batch_rows)
-        counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
-    return counts
 
 
 def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str,
@@ -353,60 +316,6 @@ def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate
     result_path = keep / f"validation-{version}.json"
     result_path.write_text(gate.to_json())
     raise GateFailed(gate.summary(), result_path)
-
-
-AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-
-
-def _write(con, path: Path, row_group_size: int, sql: str, audio_root: Path | None = None,
-           batch_rows: int | None = None) -> int:
-    """Stream a query into one Parquet file. Columns named ``_audio*`` hold clip paths relative to ``audio_root``;
-    they are written as Hugging Face ``Audio`` structs with the file's bytes embedded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = batch_rows or row_group_size
-    reader = con.sql(sql).to_arrow_reader(rows)
-    schema = _out_schema(reader.schema)
-    n = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in reader:
-            if not batch.num_rows:
-                continue
-            if audio_root is not None:
-                batch = _embed_audio(batch, schema, audio_root)
-            writer.write_batch(batch, row_group_size=rows)
-            n += batch.num_rows
-    return n
-
-
-def _out_schema(schema: pa.Schema) -> pa.Schema:
-    audio = [f.name for f in schema if f.name.startswith("_audio")]
-    if not audio:
-        return schema
-    fields = [pa.field(f.name[1:], AUDIO_TYPE) if f.name in audio else f for f in schema]
-    out = pa.schema(fields)
-    # datasets costs ~25 MB and a second at import; only a release with audio needs its Audio feature metadata
-    from datasets import Audio, Features  # noqa: PLC0415 - heavy, needed only for audio (see above)
-
-    feats = Features.from_arrow_schema(out)
-    for name in audio:
-        feats[name[1:]] = Audio()
-    return out.with_metadata({"huggingface": json.dumps({"info": {"features": feats.to_dict()}})})
-
-
-def _embed_audio(batch: pa.RecordBatch, schema: pa.Schema, audio_root: Path) -> pa.RecordBatch:
-    cols = []
-    for f in batch.schema:
-        col = batch.column(f.name)
-        if f.name.startswith("_audio"):
-            values = []
-            for rel in col.to_pylist():
-                if rel is None:
-                    values.append(None)
-                else:
-                    values.append({"bytes": (audio_root / rel).read_bytes(), "path": Path(rel).name})
-            col = pa.array(values, type=AUDIO_TYPE)
-        cols.append(col)
-    return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
 def _audio_present(con, wh: Warehouse, mode: str) -> bool:
@@ -440,6 +349,7 @@ def _audio_pass(con, wh: Warehouse, cfg: Config, resynthesise: Resynthesise | No
         resynthesise(targets)
         wh.define_views(con)  # the retry wrote new clips and casts: list the store's parts again
         effective_views(con)
+        materialise_turns(con)
         con.register("_retry", pa.table({"id": pa.array(sorted(targets), pa.string())}))
         again = _audio_gate(con, wh, cfg, only="_retry")
         con.unregister("_retry")

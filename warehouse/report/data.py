@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from schemas.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
@@ -25,7 +26,12 @@ class ReportError(RuntimeError):
     """A release that cannot be reported on (missing or unreadable files); the message names the problem."""
 
 
-def _read_table(release_dir: Path, name: str):
+def _read_table(release_dir: Path, name: str, drop: tuple[str, ...] = (), keep: tuple[str, ...] | None = None
+                ) -> pa.Table | None:
+    """The split files of ``data/<name>`` as one table: the columns in ``keep`` (all when None) that exist, less
+    those in ``drop``. An audio column (a
+    ``{bytes, path}`` struct) is read as its ``path`` only: the report never needs the embedded bytes, which are
+    most of a release with audio."""
     folder = release_dir / "data" / name
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
@@ -33,7 +39,16 @@ def _read_table(release_dir: Path, name: str):
     tables = []
     for f in files:
         try:
-            tables.append(pq.read_table(f))
+            schema = pq.read_schema(f)
+            audio = [x.name for x in schema if pa.types.is_struct(x.type) and x.type.get_field_index("bytes") >= 0
+                     and x.type.get_field_index("path") >= 0]
+            drop_ = set(drop) | ({x.name for x in schema} - set(keep) if keep is not None else set())
+            cols = [x.name for x in schema if x.name not in drop_ and x.name not in audio]
+            t = pq.read_table(f, columns=cols)
+            for col in audio:
+                if col not in drop_:
+                    t = t.append_column(col, pq.read_table(f, columns=[f"{col}.path"]).column(0))
+            tables.append(t)
         except (OSError, pa.ArrowException) as exc:
             raise ReportError(f"cannot read {f}: {exc}") from None
     return pa.concat_tables(tables, promote_options="permissive")
@@ -71,12 +86,17 @@ def _resolve_taxonomy(taxonomy, manifest: dict):
 
 @dataclass
 class ReleaseData:
+    """``dialogues``: one dict per dialogue (no ``turns``: ``emotions`` holds its labels in order), sorted by id;
+    ``utterances``: the utterance rows as an Arrow table (columns, not a dict per row: a release has hundreds of
+    thousands); ``samples``: the first dialogues by id with their ``turns``, for the report's sample section."""
+
     release_dir: Path
     manifest: dict
     dialogues: list[dict]
-    utterances: list[dict]
+    utterances: pa.Table
     taxonomy: Any = None
     warehouse: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
 
 
 def _warehouse_figures(home: Path | None, dialogue_ids: list[str]) -> dict:
@@ -158,29 +178,56 @@ def _version_from_dir(release_dir: Path) -> str:
     return m.group(1) if m else release_dir.name
 
 
+N_SAMPLES = 10  # dialogues with their turns kept for the report's samples
+# what the report reads of the utterances (the figures in warehouse.report.stats, the rebuild below)
+UTTERANCE_COLUMNS = ("dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
+                     "label_erc7", "audio", "domain", "model_a", "model_b", "split", "difficulty", "bucket")
+
+
+def _samples(utt: pa.Table, first: dict[str, dict]) -> list[dict]:
+    """The dialogues ``first`` (the first by id) with their ``turns``, cut from the utterance rows already read."""
+    if not first or not utt.num_rows or not {"dialogue_id", "utterance_idx"} <= set(utt.column_names):
+        return list(first.values())
+    cols = [c for c in ("dialogue_id", "utterance_idx", "speaker", "text", "emotion") if c in utt.column_names]
+    rows = utt.select(cols).filter(pa.compute.is_in(utt.column("dialogue_id"),
+                                                   value_set=pa.array(list(first), pa.string()))).to_pylist()
+    turns: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: r["utterance_idx"]):
+        turns[r["dialogue_id"]].append({"idx": r["utterance_idx"], "speaker": r.get("speaker"), "text": r.get("text"),
+                                        "emotion": r.get("emotion")})
+    return [d | {"turns": turns.get(did, [])} for did, d in first.items()]
+
+
+def _dialogues_from_utterances(utt: pa.Table) -> list[dict]:
+    """Dialogue rows rebuilt from the utterances (a release shipped without dialogue files)."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for u in sorted(utt.to_pylist(), key=lambda r: (r.get("dialogue_id") or "", r.get("utterance_idx") or 0)):
+        by[u["dialogue_id"]].append(u)
+    return [{"dialogue_id": did, "domain": us[0].get("domain"), "model_a": us[0].get("model_a"),
+             "model_b": us[0].get("model_b"), "n_turns": len(us), "split": us[0].get("split"),
+             "difficulty": us[0].get("difficulty"), "bucket": us[0].get("bucket"),
+             "emotions": [u.get("emotion") for u in us],
+             "turns": [{"idx": u["utterance_idx"], "speaker": u.get("speaker"), "text": u.get("text"),
+                        "emotion": u.get("emotion")} for u in us]} for did, us in sorted(by.items())]
+
+
 def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, manifest: dict | None = None) -> ReleaseData:
     release_dir = Path(release_dir)
     if not release_dir.is_dir():
         raise ReportError(f"release folder {release_dir} does not exist")
     manifest = dict(manifest) if manifest is not None else _load_manifest(release_dir)
     manifest.setdefault("version", _version_from_dir(release_dir))
-    dlg = _read_table(release_dir, "dialogues")
-    utt = _read_table(release_dir, "utterances")
+    dlg = _read_table(release_dir, "dialogues", drop=("turns",))
+    utt = _read_table(release_dir, "utterances", keep=UTTERANCE_COLUMNS)
     if dlg is None and utt is None:
         raise ReportError(f"{release_dir}: no data/dialogues/*.parquet nor data/utterances/*.parquet")
     dialogues = sorted(dlg.to_pylist(), key=lambda r: r.get("dialogue_id") or "") if dlg is not None else []
-    utterances = (sorted(utt.to_pylist(), key=lambda r: (r.get("dialogue_id") or "", r.get("utterance_idx") or 0))
-                  if utt is not None else [])
-    if not dialogues and utterances:  # rebuild dialogue rows from utterances
-        by: dict[str, list[dict]] = defaultdict(list)
-        for u in utterances:
-            by[u["dialogue_id"]].append(u)
-        for did, us in sorted(by.items()):
-            dialogues.append({"dialogue_id": did, "domain": us[0].get("domain"), "model_a": us[0].get("model_a"),
-                              "model_b": us[0].get("model_b"), "n_turns": len(us), "split": us[0].get("split"),
-                              "difficulty": us[0].get("difficulty"), "bucket": us[0].get("bucket"),
-                              "turns": [{"idx": u["utterance_idx"], "speaker": u.get("speaker"), "text": u.get("text"),
-                                         "emotion": u.get("emotion")} for u in us]})
+    if utt is None:
+        utt = pa.table({})
+    samples = _samples(utt, {d["dialogue_id"]: d for d in dialogues[:N_SAMPLES]})
+    if not dialogues and utt.num_rows:
+        dialogues = _dialogues_from_utterances(utt)
+        samples = dialogues[:N_SAMPLES]
     tax = _resolve_taxonomy(taxonomy, manifest)
     ids = [d["dialogue_id"] for d in dialogues]
-    return ReleaseData(release_dir, manifest, dialogues, utterances, tax, _warehouse_figures(home, ids))
+    return ReleaseData(release_dir, manifest, dialogues, utt, tax, _warehouse_figures(home, ids), samples)

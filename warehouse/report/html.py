@@ -76,7 +76,7 @@ def render_html(stats: dict, plots: dict[str, str | None], data: ReleaseData, n_
         judges += [quantile_row(f"{jid} · {dim}", j[dim])
                    for dim in ("coherence", "naturalness", "domain_fit", "safety", "emotion_fidelity") if dim in j]
     samples = [d | {"turns": sorted(d.get("turns") or [], key=lambda t: t.get("idx") or 0)}
-               for d in data.dialogues[:n_samples]]
+               for d in data.samples[:n_samples]]
     return _ENV.get_template("index.html.j2").render(
         s={**s, "dailydialog": dd, "audio": s.get("audio") or {}}, plots=plots, meta=meta,
         css=(_ENV.loader.get_source(_ENV, "report.css")[0]),

@@ -6,6 +6,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from warehouse.importers.labels import ERC7
 from warehouse.report.stats import flatten_numbers
 
@@ -111,10 +113,11 @@ def _plot_hist(values: list[float], out: Path, name: str, title: str, xlabel: st
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = _hist_bins(values, compare, integer=integer)
     density = bool(compare)
-    ax.hist(values, bins=bins, density=density, alpha=0.75, label="this release")
+    # arrays, not lists: matplotlib converts a list element by element (seconds for a release's utterances)
+    ax.hist(np.asarray(values, dtype=float), bins=bins, density=density, alpha=0.75, label="this release")
     if compare:
-        ax.hist([min(c, bins[-1]) for c in compare], bins=bins, density=True, alpha=0.5, label=compare_label,
-                histtype="stepfilled")
+        ax.hist(np.minimum(np.asarray(compare, dtype=float), bins[-1]), bins=bins, density=True, alpha=0.5,
+                label=compare_label, histtype="stepfilled")
         ax.legend()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -136,7 +139,7 @@ def _plot_judges(stats: dict, out: Path) -> str | None:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (title, _, vals) in zip([a for r in axes for a in r], panels):
         integer = all(float(v).is_integer() for v in vals)
-        ax.hist(vals, bins=_hist_bins(vals, integer=integer, max_bins=20))
+        ax.hist(np.asarray(vals, dtype=float), bins=_hist_bins(vals, integer=integer, max_bins=20))
         ax.set_title(title, fontsize=8)
     for ax in [a for r in axes for a in r][len(panels):]:
         ax.axis("off")
@@ -180,7 +183,8 @@ def _plot_difficulty(stats: dict, out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = _hist_bins(vals)
     groups = sorted(set(buckets))
-    ax.hist([[v for v, b in zip(vals, buckets) if b == g] for g in groups], bins=bins, stacked=True,
+    v_arr, b_arr = np.asarray(vals, dtype=float), np.asarray(buckets)
+    ax.hist([v_arr[b_arr == g] for g in groups], bins=bins, stacked=True,
             label=[f"bucket {g}" if g >= 0 else "no bucket" for g in groups])
     ax.legend()
     ax.set_title("Difficulty (PRC-Emo DIF) by curriculum bucket")
@@ -197,7 +201,7 @@ def _plot_audio(stats: dict, out: Path) -> str | None:
     panels = [(v, ttl) for v, ttl in ((t, "per-turn clips"), (m, "dialogue mixes")) if v]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3), squeeze=False)
     for ax, (vals, ttl) in zip(axes[0], panels):
-        ax.hist(vals, bins=_hist_bins(vals))
+        ax.hist(np.asarray(vals, dtype=float), bins=_hist_bins(vals))
         ax.set_title(f"Audio durations: {ttl}")
         ax.set_xlabel("seconds")
     return _save(fig, out / "audio_durations.png")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+import pyarrow.compute as pc
+
 from schemas.stats import quantiles
-from schemas.text import count_words
+from schemas.text import count_words, count_words_column
 from warehouse.importers.labels import ERC7
 from warehouse.report.data import ReleaseData, _audio_duration, _audio_ref
 
@@ -19,18 +21,34 @@ def emotion_sequences(data: ReleaseData) -> list[list[str]]:
             seqs.append([t.get("emotion") for t in sorted(turns, key=lambda t: t.get("idx") or 0)])
         elif d.get("emotions"):
             seqs.append(list(d["emotions"]))
-    if not seqs and data.utterances:
+    if not seqs and data.utterances.num_rows:
         by: dict[str, list] = defaultdict(list)
-        for u in data.utterances:
-            by[u["dialogue_id"]].append(u.get("emotion"))
+        rows = sorted(zip(*_columns(data.utterances, "dialogue_id", "utterance_idx", "emotion")),
+                      key=lambda r: (r[0] or "", r[1] or 0))
+        for did, _, emo in rows:
+            by[did].append(emo)
         seqs = [v for _, v in sorted(by.items())]
     return seqs
 
 
-def _utterance_texts(data: ReleaseData) -> list[str]:
-    if data.utterances:
-        return [u.get("text") or "" for u in data.utterances]
-    return [t.get("text") or "" for d in data.dialogues for t in (d.get("turns") or [])]
+def _columns(table, *names: str) -> list[list]:
+    """Columns of an Arrow table as Python lists (a missing column: all None)."""
+    return [table.column(n).to_pylist() if n in table.column_names else [None] * table.num_rows for n in names]
+
+
+def _counts(table, name: str) -> Counter:
+    """Non-null values of a column and how often each occurs (vectorised)."""
+    if name not in table.column_names or not table.num_rows:
+        return Counter()
+    vc = pc.value_counts(table.column(name))
+    return Counter({v: n for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()) if v})
+
+
+def _words(data: ReleaseData) -> list[int]:
+    """Words of every utterance (schemas.text's rule, counted over the whole column at once)."""
+    if data.utterances.num_rows and "text" in data.utterances.column_names:
+        return count_words_column(data.utterances.column("text"))
+    return [count_words(t.get("text") or "") for d in data.dialogues for t in (d.get("turns") or [])]
 
 
 def _acceptance(data: ReleaseData) -> dict:
@@ -91,9 +109,10 @@ def _audio_figures(data: ReleaseData) -> dict[str, Any]:
     turn_durs = list(clips.get("turn") or [])
     mix_durs = list(clips.get("mix") or [])
     missing = 0
-    if not turn_durs and any(_audio_ref(u.get("audio")) for u in data.utterances):
-        for u in data.utterances:
-            ref = _audio_ref(u.get("audio"))
+    refs = _columns(data.utterances, "audio")[0]
+    if not turn_durs and any(_audio_ref(r) for r in refs):
+        for r in refs:
+            ref = _audio_ref(r)
             if ref:
                 dur = _audio_duration(data.release_dir / ref)
                 (turn_durs.append(dur) if dur is not None else None)
@@ -120,8 +139,11 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     tax = data.taxonomy
     seqs = emotion_sequences(data)
     final = Counter(e for s in seqs for e in s if e)
-    intended = Counter(u.get("intended_emotion") for u in data.utterances if u.get("intended_emotion"))
-    label_source = Counter(u.get("label_source") or "unknown" for u in data.utterances)
+    utt = data.utterances
+    intended = _counts(utt, "intended_emotion")
+    label_source = Counter({k or "unknown": v for k, v in _counts(utt, "label_source").items()})
+    if utt.num_rows and sum(label_source.values()) < utt.num_rows:
+        label_source["unknown"] += utt.num_rows - sum(label_source.values())
     names = list(tax.emotion_names) if tax is not None else []
     names += sorted((set(final) | set(intended)) - set(names))
 
@@ -134,7 +156,7 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
                        key=lambda x: (-x[2], x[0], x[1]))
 
     turns = [int(d.get("n_turns") or len(d.get("turns") or [])) for d in data.dialogues]
-    words = [count_words(t) for t in _utterance_texts(data)]
+    words = _words(data)
     splits = Counter(d.get("split") or "unsplit" for d in data.dialogues)
     difficulty = [float(d["difficulty"]) for d in data.dialogues if d.get("difficulty") is not None]
     buckets = Counter(int(d["bucket"]) for d in data.dialogues if d.get("bucket") is not None)
@@ -144,8 +166,8 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     audio = _audio_figures(data)
 
     erc7: Counter = Counter()
-    if data.utterances and "label_erc7" in data.utterances[0]:
-        erc7 = Counter(u.get("label_erc7") for u in data.utterances if u.get("label_erc7"))
+    if utt.num_rows and "label_erc7" in utt.column_names:
+        erc7 = _counts(utt, "label_erc7")
     elif tax is not None and "erc7" in tax.mappings:
         erc7 = Counter(tax.map_label(e, "erc7") for s in seqs for e in s if e in tax.emotion)
 
@@ -158,12 +180,12 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
         "config_fingerprint": m.get("config_fingerprint") or m.get("config"),
         "taxonomy": tax.name if tax is not None else (m.get("taxonomy") if isinstance(m.get("taxonomy"), str) else None),
         "n_dialogues": len(data.dialogues),
-        "n_utterances": len(data.utterances) or sum(turns),
+        "n_utterances": utt.num_rows or sum(turns),
         "splits": dict(sorted(splits.items())),
         "emotions": {"labels": names, "final": {k: final.get(k, 0) for k in names},
                      "intended": {k: intended.get(k, 0) for k in names}, "label_source": dict(sorted(label_source.items())),
-                     "final_equals_intended": (round(sum(1 for u in data.utterances if u.get("emotion") == u.get("intended_emotion"))
-                                                     / len(data.utterances), 4) if data.utterances else None),
+                     "final_equals_intended": (round(sum(1 for a, b in zip(*_columns(utt, "emotion", "intended_emotion"))
+                                                         if a == b) / utt.num_rows, 4) if utt.num_rows else None),
                      "erc7": {k: erc7.get(k, 0) for k in ERC7} if erc7 else {}},
         "transitions": {
             "pairs": n_pairs, "changes": changes,

@@ -1,0 +1,143 @@
+"""The data files of a release: utterance- and dialogue-level Parquet per split (called by ``warehouse.publish``).
+
+The release's utterance rows are joined once by DuckDB (temp table ``_rel_utt`` over ``effective_turns``, ``sel``,
+``dif``, ``split_map``, the label mappings and, with audio, the clip paths); each split's rows are then fetched,
+sorted by Arrow and written by ``pyarrow.parquet.ParquetWriter``. The dialogue files' ``emotions`` and ``turns``
+lists are cut from the same sorted utterance columns (a dialogue's turns are a contiguous run of them), not
+aggregated again by SQL: an ordered ``list(struct_pack(...))`` per dialogue costs seconds at DeepDialogue's size.
+
+Columns named ``_audio*`` hold clip paths relative to ``<home>/audio``; they are written as Hugging Face ``Audio``
+structs ``{bytes, path}`` with the file's bytes embedded, a few hundred rows at a time (memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.config import PublishConfig
+from schemas.taxonomy import Taxonomy
+from warehouse.splits import SPLITS
+from warehouse.store import sql_str
+
+AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+AUDIO_BATCH_ROWS = 256  # rows whose clip bytes are held at once
+TURN_FIELDS = [("idx", "utterance_idx"), ("speaker", "speaker"), ("text", "text"), ("emotion", "emotion")]
+
+
+def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig, data: Path,
+                 uid: str) -> dict[str, dict[str, int]]:
+    """Write ``data/utterances/<split>-<uid>.parquet`` and ``data/dialogues/<split>-<uid>.parquet`` for every split;
+    returns the counts per split. ``audio_root``: embed the clips under it (None: no audio columns). File names carry
+    a per-release id: `datasets` keys its cache on the directory name and the card's data_files patterns, so two
+    releases named alike must not share file names."""
+    audio = audio_root is not None
+    map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
+    map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
+                        for n in tax.mappings)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _rel_utt AS
+        SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.speaker_name, t.text, t.label AS emotion,
+               t.intended_emotion, sel.source, t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b,
+               sel.n_turns, t.n_words, dif.difficulty, dif.bucket, s.split{", c.path AS _audio" if audio else ""}
+        FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
+             JOIN split_map s ON s.id = sel.id{map_joins}
+             {"LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id" if audio else ""}""")
+    mix_join = (" LEFT JOIN (SELECT dialogue_id AS mix_dialogue_id, any_value(path) AS mix_path FROM clips "
+                "WHERE kind = 'mix' GROUP BY 1) c ON c.mix_dialogue_id = sel.id") if audio else ""
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        for split in SPLITS:
+            q = sql_str(split)
+            utt = con.sql(f"SELECT * FROM _rel_utt WHERE split = {q}").to_arrow_table().sort_by(
+                [("dialogue_id", "ascending"), ("utterance_idx", "ascending")])
+            base = con.sql(f"""
+                SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
+                       CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type, sel.n_turns,
+                       dif.difficulty, dif.bucket, s.split, sel.judge_score, sel.decided_by, sel.text_hash
+                       {", c.mix_path AS _audio_mix" if audio else ""}
+                FROM sel JOIN dif ON dif.id = sel.id JOIN split_map s ON s.id = sel.id{mix_join}
+                WHERE s.split = {q}""").to_arrow_table().sort_by("dialogue_id")
+            dlg = dialogue_rows(base, utt)
+            n_utt = write_parquet(utt, data / "utterances" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
+            n_dlg = write_parquet(dlg, data / "dialogues" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
+            counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
+    finally:
+        con.execute("DROP TABLE IF EXISTS _rel_utt")
+    return counts
+
+
+def dialogue_rows(base: pa.Table, utt: pa.Table) -> pa.Table:
+    """``base`` (one row per dialogue, sorted by id) with ``emotions`` and ``turns`` (lists in turn order) cut from
+    ``utt`` (sorted by dialogue id, then index) inserted after ``n_turns``. A dialogue without utterances is left
+    out (as an inner join would)."""
+    uid = np.asarray(utt.column("dialogue_id").to_pylist(), dtype=object)
+    did = np.asarray(base.column("dialogue_id").to_pylist(), dtype=object)
+    lo = np.searchsorted(uid, did, side="left")
+    hi = np.searchsorted(uid, did, side="right")
+    keep = hi > lo
+    if not keep.all():
+        base = base.filter(pa.array(keep))
+        lo, hi = lo[keep], hi[keep]
+    # the runs are contiguous and in order: each dialogue's list starts where the previous one ended
+    offsets = pa.array(np.append(lo, hi[-1] if len(hi) else 0).astype(np.int32))
+    emotions = pa.ListArray.from_arrays(offsets, utt.column("emotion").combine_chunks())
+    turns = pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(
+        [utt.column(src).combine_chunks() for _, src in TURN_FIELDS], names=[name for name, _ in TURN_FIELDS]))
+    at = base.schema.get_field_index("n_turns") + 1
+    return base.add_column(at, "emotions", emotions).add_column(at + 1, "turns", turns)
+
+
+def write_parquet(table: pa.Table, path: Path, row_group_size: int, audio_root: Path | None = None) -> int:
+    """Write ``table`` as one Parquet file; with ``audio_root``, ``_audio*`` columns become ``Audio`` structs with
+    their files' bytes, embedded ``AUDIO_BATCH_ROWS`` rows at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = audio_root is not None and any(n.startswith("_audio") for n in table.column_names)
+    schema = out_schema(table.schema) if audio else table.schema
+    rows = AUDIO_BATCH_ROWS if audio else row_group_size
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in table.to_batches(max_chunksize=rows):
+            if not batch.num_rows:
+                continue
+            if audio:
+                batch = embed_audio(batch, schema, audio_root)
+            writer.write_batch(batch, row_group_size=rows)
+    return table.num_rows
+
+
+def out_schema(schema: pa.Schema) -> pa.Schema:
+    audio = [f.name for f in schema if f.name.startswith("_audio")]
+    if not audio:
+        return schema
+    fields = [pa.field(f.name[1:], AUDIO_TYPE) if f.name in audio else f for f in schema]
+    out = pa.schema(fields)
+    # datasets costs ~25 MB and a second at import; only a release with audio needs its Audio feature metadata
+    from datasets import Audio, Features  # noqa: PLC0415 - heavy, needed only for audio (see above)
+
+    feats = Features.from_arrow_schema(out)
+    for name in audio:
+        feats[name[1:]] = Audio()
+    return out.with_metadata({"huggingface": json.dumps({"info": {"features": feats.to_dict()}})})
+
+
+def embed_audio(batch: pa.RecordBatch, schema: pa.Schema, audio_root: Path) -> pa.RecordBatch:
+    cols = []
+    for f in batch.schema:
+        col = batch.column(f.name)
+        if f.name.startswith("_audio"):
+            values = []
+            for rel in col.to_pylist():
+                if rel is None:
+                    values.append(None)
+                else:
+                    values.append({"bytes": (audio_root / rel).read_bytes(), "path": Path(rel).name})
+            col = pa.array(values, type=AUDIO_TYPE)
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+__all__ = ["AUDIO_TYPE", "dialogue_rows", "embed_audio", "out_schema", "write_parquet", "write_splits"]
