@@ -128,13 +128,22 @@ def child(args: argparse.Namespace) -> None:
            "statuses": m.get("statuses"), "cpu_s": round(time.process_time() - cpu0, 2), "phases_s": phases}
     if args.profile:
         out["profile_top"] = _top(profiles)
+        if args.profile_out:  # the merged profile, for `python -m pstats FILE`
+            import pstats
+
+            st = pstats.Stats(profiles[0])
+            for p in profiles[1:]:
+                st.add(p)
+            st.dump_stats(args.profile_out)
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(home: Path, models: Path, n: int, env: dict, profile: bool = False) -> dict:
+def run_child(home: Path, models: Path, n: int, env: dict, profile: bool = False, profile_out: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", "--home", str(home), "--models", str(models), "--dialogues", str(n)]
     if profile:
         cmd.append("--profile")
+        if profile_out:
+            cmd += ["--profile-out", str(Path(profile_out).resolve())]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -171,6 +180,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64, help="max in flight per model (3 models)")
     ap.add_argument("--latency-s", type=float, default=0.02)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--profile-out", default=None, help="also write the merged profile (pstats) to this file")
+    ap.add_argument("--profile-size", type=int, default=None, help="dialogues of the profiled build (default: the smallest size)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
     ap.add_argument("--models", help=argparse.SUPPRESS)
@@ -208,8 +219,9 @@ def main() -> None:
             res["bare_calls_per_s"], res["bare_cpu_ms_per_call"] = round(bare_rate, 1), round(bare_cpu, 3)
             res["bare_calls"] = bare_n
             if not args.no_profile:
-                prof = run_child(tmp / "home-profile", models, sizes[0], env, profile=True)
-                res["profile_dialogues"] = sizes[0]
+                n_prof = args.profile_size or sizes[0]
+                prof = run_child(tmp / "home-profile", models, n_prof, env, profile=True, profile_out=args.profile_out)
+                res["profile_dialogues"] = n_prof
                 res["profile_calls_per_s"] = prof["calls_per_s"]
                 res["profile_top"] = prof["profile_top"]
     finally:

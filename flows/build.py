@@ -44,11 +44,12 @@ from schemas.config.models import ModelsConfig
 from flows.llm.embedded import embedded_servers
 from flows.progress import BuildProgress
 from flows.resume import load_stored
-from flows.run_metrics import merge_metrics, overlap_share
+from flows.run_metrics import fold_shards, merge_metrics, overlap_share
 from flows.scenarios import GridSpec, build_scenarios
 from flows.speech import synthesise_home
 from flows.speech.retry import resynthesise_failed
 from schemas.records import Run, Scenario, content_id, utcnow
+from schemas.stats import log_histogram
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.home_meta import remember
 from warehouse.locations import home_id
@@ -114,7 +115,7 @@ async def _shard_main(models_cfg: ModelsConfig, scenarios: list[Scenario], ctx: 
             ctx.progress.attach_pool(pool)
         summary = await run_shard(pool, scenarios, ctx)
     out = summary.to_dict()
-    out["latencies"] = {m: list(s.latencies) for m, s in stats.items()}
+    out["latencies"] = {m: log_histogram(s.latencies) for m, s in stats.items()}  # bounded, mergeable
     return out
 
 
@@ -238,7 +239,7 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
             shards = run_shards(
                 lambda i, sl: shard_task.submit(control, i, sl, tax, config, models_cfg),
                 shard_slices(scenarios, gen.shard_size), control,
-                on_abort=lambda exc: cancel_task(control, str(exc)), stops_run=(BuildAborted,))
+                on_abort=lambda exc: cancel_task(control, str(exc)), stops_run=(BuildAborted,), fold=fold_shards)
         near = near_duplicates_task(home, scenarios, jud)
         metrics = metrics_task(shards, home, scenarios, time.monotonic() - t0, near)
         summary["metrics"] = metrics
