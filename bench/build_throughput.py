@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -180,6 +181,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64, help="max in flight per model (3 models)")
     ap.add_argument("--latency-s", type=float, default=0.02)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the run's homes (under the temporary directory) to inspect")
     ap.add_argument("--profile-out", default=None, help="also write the merged profile (pstats) to this file")
     ap.add_argument("--profile-size", type=int, default=None, help="dialogues of the profiled build (default: the smallest size)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -226,6 +228,8 @@ def main() -> None:
                 res["profile_top"] = prof["profile_top"]
     finally:
         stop_server(server)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)  # homes, caches and the Prefect database of the run
     for n, r in runs.items():
         res[f"build_{n}"] = {k: r[k] for k in ("calls", "build_wall_s", "calls_per_s", "peak_rss_mb", "statuses", "cpu_s",
                                                "phases_s")}
