@@ -94,14 +94,14 @@ def main() -> None:
         "overlap_ratio": round(both_s / max(gen_s, judge_s), 3),
         "serial_ratio": round(both_s / (gen_s + judge_s), 3),
         "judge_overlap_share": _share(summary),
-        "statuses": {s: list(summary.statuses.values()).count(s) for s in set(summary.statuses.values())},
+        "statuses": dict(summary.statuses),
     }))
 
 
 def _share(summary) -> float | None:
     from flows.build import overlap_share
 
-    return overlap_share(summary.gen_busy, summary.judge_busy)
+    return overlap_share(summary.gen_end, summary.judge_busy)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from rich.console import Console
 
 from schemas.config import Config, load_config
@@ -44,11 +45,12 @@ from schemas.config.models import ModelsConfig
 from flows.llm.embedded import embedded_servers
 from flows.progress import BuildProgress
 from flows.resume import load_stored
-from flows.run_metrics import merge_metrics, overlap_share
+from flows.run_metrics import fold_shards, merge_metrics, overlap_share
 from flows.scenarios import GridSpec, build_scenarios
 from flows.speech import synthesise_home
 from flows.speech.retry import resynthesise_failed
 from schemas.records import Run, Scenario, content_id, utcnow
+from schemas.stats import log_histogram
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.home_meta import remember
 from warehouse.locations import home_id
@@ -114,7 +116,7 @@ async def _shard_main(models_cfg: ModelsConfig, scenarios: list[Scenario], ctx: 
             ctx.progress.attach_pool(pool)
         summary = await run_shard(pool, scenarios, ctx)
     out = summary.to_dict()
-    out["latencies"] = {m: list(s.latencies) for m, s in stats.items()}
+    out["latencies"] = {m: log_histogram(s.latencies) for m, s in stats.items()}  # bounded, mergeable
     return out
 
 
@@ -233,14 +235,17 @@ def emoforge_build(home: str, run: Run, config: Config, models_cfg: ModelsConfig
     t0 = time.monotonic()
     try:
         scenarios = plan_task(tax, models_cfg, gen, seed, n_dialogues, home)
-        record_start_task(home, run, scenarios)
+        # quote(): Prefect walks every task parameter looking for futures (1.3 s of CPU in a 300-dialogue build's
+        # profile, growing with the scenarios, on the process that also drives the shards); these hold none. Only
+        # for tasks called in the flow's thread: a quoted argument does not survive the pickling of a Dask submit
+        record_start_task(home, run, quote(scenarios))
         with BuildProgress(control, len(scenarios), enabled=progress):
             shards = run_shards(
                 lambda i, sl: shard_task.submit(control, i, sl, tax, config, models_cfg),
                 shard_slices(scenarios, gen.shard_size), control,
-                on_abort=lambda exc: cancel_task(control, str(exc)), stops_run=(BuildAborted,))
-        near = near_duplicates_task(home, scenarios, jud)
-        metrics = metrics_task(shards, home, scenarios, time.monotonic() - t0, near)
+                on_abort=lambda exc: cancel_task(control, str(exc)), stops_run=(BuildAborted,), fold=fold_shards)
+        near = near_duplicates_task(home, quote(scenarios), jud)
+        metrics = metrics_task(shards, home, quote(scenarios), time.monotonic() - t0, near)
         summary["metrics"] = metrics
         if metrics["missing"]:
             raise BuildError(f"{metrics['missing']} scenarios have no dialogue record after the run")

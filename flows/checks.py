@@ -13,14 +13,12 @@ after the shards, over the whole run.
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
-
 from schemas.defects import CATALOGUE, Defect, DefectContext, function_word_share, latin_share
 from schemas.text import count_words, normalise_text
+from flows.neardup import near_duplicates  # noqa: F401 - re-exported: the near_duplicate gate's detector
 
 CLEANING_VERSION = "clean-v1"
 
@@ -383,50 +381,3 @@ def check_dialogue(texts: Sequence[str], word_cap: int, *, expected_turns: int |
         res.failures.append(f"{gate}:-" + (f":{reason}" if reason else ""))
     return res
 
-
-# ---- near-duplicate dialogues (MinHash + LSH, verified by exact Jaccard) ---------------------------------------
-_MERSENNE = np.uint64((1 << 61) - 1)
-
-
-def _shingles(texts: Sequence[str], k: int = 3) -> set[str]:
-    words = normalise_text(" ".join(texts)).split()
-    if len(words) < k:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + k]) for i in range(len(words) - k + 1)}
-
-
-def near_duplicates(dialogues: Sequence[tuple[str, Sequence[str]]], threshold: float = 0.6,
-                    num_perm: int = 64, bands: int = 16, seed: int = 0) -> dict[str, tuple[str, float]]:
-    """``{dialogue_id: (earlier_id, jaccard)}`` for every dialogue whose word-3-gram Jaccard with an earlier one
-    (in the given order) is >= ``threshold``. Order decides which copy is kept, so pass a deterministic order."""
-
-    rows = bands and num_perm // bands
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, int(_MERSENNE), size=num_perm, dtype=np.uint64)
-    b = rng.integers(0, int(_MERSENNE), size=num_perm, dtype=np.uint64)
-    shingle_sets = []
-    buckets: dict[tuple, list[int]] = {}
-    dup: dict[str, tuple[str, float]] = {}
-    for pos, (did, texts) in enumerate(dialogues):
-        sh = _shingles(texts)
-        shingle_sets.append(sh)
-        if not sh:
-            continue
-        x = np.array([zlib.crc32(s.encode()) for s in sh], dtype=np.uint64)
-        # (a*x + b) mod p with x < 2^32 and a < 2^61 would overflow 64 bits; fold a to 32 bits for the product
-        hv = ((x[:, None] * (a[None, :] & np.uint64(0xFFFFFFFF)) + b[None, :]) % _MERSENNE).min(axis=0)
-        candidates: set[int] = set()
-        keys = [(bi, hv[bi * rows : (bi + 1) * rows].tobytes()) for bi in range(bands)]
-        for key in keys:
-            candidates.update(buckets.get(key, ()))
-        best: tuple[str, float] | None = None
-        for c in sorted(candidates):
-            j = jaccard(sh, shingle_sets[c])
-            if j >= threshold and (best is None or j > best[1]):
-                best = (dialogues[c][0], round(j, 3))
-        if best is not None:
-            dup[did] = best
-            continue  # a duplicate does not become a reference for later ones
-        for key in keys:
-            buckets.setdefault(key, []).append(pos)
-    return dup

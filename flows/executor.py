@@ -162,19 +162,29 @@ def shard_slices(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def run_shards(submit: Callable[[int, list], Any], slices: Sequence[list], control: RunControl,
-               on_abort: Callable[[BaseException], None], stops_run: tuple[type[BaseException], ...]) -> list:
+               on_abort: Callable[[BaseException], None], stops_run: tuple[type[BaseException], ...],
+               fold: Callable[[Any, Any], Any] | None = None) -> list:
     """Submit one task per slice (``submit(index, slice)`` returns a Prefect future) and wait for all of them.
+    Returns the shards' results in order, or with ``fold(acc, result)`` (``acc`` None at first) one folded result
+    (``[acc]``): each result and its future are let go as soon as they are folded, so the driver's memory does not
+    grow with the number of shards.
 
     A shard that raises one of ``stops_run`` cancels the run (``on_abort(exc)``, which writes the cancel file): the
     other shards stop within a fraction of a second. Ctrl-C / SIGTERM while waiting cancels the run too, so the
     task runner's shutdown does not wait for the shards to finish their work. The first error is raised once
     every shard has ended; what finished is on disk."""
     futures = [submit(i, sl) for i, sl in enumerate(slices)]
-    results, errors = [], []
+    results: list = []
+    errors: list = []
+    acc = None
     try:
-        for f in futures:
+        for i in range(len(futures)):
+            f, futures[i] = futures[i], None
             try:
-                results.append(f.result())
+                if fold is None:
+                    results.append(f.result())
+                else:
+                    acc = fold(acc, f.result())
             except Exception as exc:  # noqa: BLE001 - wait for the other shards before failing
                 errors.append(exc)
                 if isinstance(exc, stops_run):
@@ -184,7 +194,7 @@ def run_shards(submit: Callable[[int, list], Any], slices: Sequence[list], contr
         raise
     if errors:
         raise errors[0]
-    return results
+    return results if fold is None else [acc] if acc is not None else []
 
 
 __all__ = ["CANCEL_FILE", "RunControl", "ShardProgress", "run_shards", "shard_slices"]

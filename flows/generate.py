@@ -34,6 +34,7 @@ from flows.llm.stage import call_stage
 from flows.prompt_styles import STOP, instructions_text, is_base_model, model_spec
 from flows.prompts import TURN_STAGE, JudgeParseError, TurnRow, speaker_of, turn_max_tokens
 from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
+from schemas.stats import add_busy
 from schemas.text import count_words, text_hash
 from schemas.taxonomy import Taxonomy
 from warehouse.store import Warehouse
@@ -228,8 +229,10 @@ class ShardContext:
 
 @dataclass
 class ShardSummary:
-    statuses: dict[str, str] = field(default_factory=dict)  # dialogue id -> final status
-    reasons: dict[str, str] = field(default_factory=dict)  # dialogue id -> reason (failed / decided)
+    """What a shard reports to the run: counts and bounded summaries only, nothing per dialogue or per call (each
+    dialogue's status and reason are in the warehouse), so the driver's memory does not grow with the run."""
+
+    statuses: Counter = field(default_factory=Counter)  # final status -> dialogues
     gen_calls: int = 0
     judge_calls: int = 0
     reused_dialogues: int = 0
@@ -240,16 +243,16 @@ class ShardSummary:
     aborted: str | None = None
     pool_stats: dict = field(default_factory=dict)
     wall_s: float = 0.0
-    gen_busy: list[tuple[float, float]] = field(default_factory=list)
-    judge_busy: list[tuple[float, float]] = field(default_factory=list)
+    gen_end: float | None = None  # when the shard's last generation ended (monotonic clock)
+    judge_busy: dict[int, float] = field(default_factory=dict)  # judging busy time by 1 s slot (schemas.stats.add_busy)
 
     def to_dict(self) -> dict:
         return {
-            "statuses": self.statuses, "reasons": self.reasons, "gen_calls": self.gen_calls,
+            "statuses": dict(self.statuses), "gen_calls": self.gen_calls,
             "judge_calls": self.judge_calls, "reused_dialogues": self.reused_dialogues,
             "reused_judgements": self.reused_judgements, "retries": dict(self.retries), "gates": dict(self.gates),
             "judge_errors": self.judge_errors, "aborted": self.aborted, "pool_stats": self.pool_stats,
-            "wall_s": self.wall_s, "gen_busy": self.gen_busy, "judge_busy": self.judge_busy,
+            "wall_s": self.wall_s, "gen_end": self.gen_end, "judge_busy": self.judge_busy,
         }
 
 
@@ -278,7 +281,7 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
                 summary.judge_errors += 1
                 continue
             finally:
-                summary.judge_busy.append((t0, time.monotonic()))
+                add_busy(summary.judge_busy, t0, time.monotonic())
             llm.append(j)
             sink.add("judgements", [j])
             if ctx.progress is not None:
@@ -301,14 +304,12 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
         texts = stored.texts
         summary.reused_dialogues += 1
     else:
-        t0 = time.monotonic()
         out = await generate_dialogue(pool, scenario, ctx.tax, ctx.gen, ctx.progress)
-        summary.gen_busy.append((t0, time.monotonic()))
+        summary.gen_end = max(summary.gen_end or 0.0, time.monotonic())
         summary.gen_calls += out.calls
         summary.retries.update(out.retries)
         if not out.ok:
-            summary.statuses[did] = "failed"
-            summary.reasons[did] = out.failed_reason or "incomplete"
+            summary.statuses["failed"] += 1
             sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, "failed", reason=out.failed_reason)])
             if ctx.progress is not None:
                 ctx.progress.dialogue_done(scenario, "failed")
@@ -318,8 +319,7 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
         sink.add("turns", turn_records(did, scenario, texts))
         sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, "generated", texts=texts)])
     decision = await judge_dialogue(pool, ctx, scenario, texts, finish, summary, sink)
-    summary.statuses[did] = decision.status
-    summary.reasons[did] = decision.reason
+    summary.statuses[decision.status] += 1
     sink.add("dialogues", [dialogue_record(scenario, ctx.run_id, decision.status, texts=texts,
                                            reason=decision.reason, decided_by=decision.decided_by,
                                            judge_score=decision.score)])
@@ -329,8 +329,8 @@ async def _one(pool: Any, ctx: ShardContext, scenario: Scenario, summary: ShardS
 
 
 def check_error_rate(summary: ShardSummary, gen: GenerationConfig) -> None:
-    done = len(summary.statuses)
-    failed = sum(1 for s in summary.statuses.values() if s == "failed")
+    done = sum(summary.statuses.values())
+    failed = summary.statuses["failed"]
     if done >= gen.error_min_dialogues and failed / done > gen.max_error_rate:
         raise BuildAborted(
             f"stopped early: {failed} of {done} dialogues failed (> {gen.max_error_rate:.0%}); "

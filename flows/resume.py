@@ -23,19 +23,21 @@ def load_stored(home: Path, scenarios: Sequence[Scenario]) -> tuple[dict[str, St
     con = wh.connect()
     try:
         con.register("want", pa.table({"id": list(by_did)}))
+        # filtered before the latest-row window: a shard's lookup costs a scan of the store, not a sort of it
         drows = con.sql(
-            "SELECT id, status, text_hash, n_turns FROM dialogues WHERE id IN (SELECT id FROM want)"
+            f"SELECT id, status, text_hash, n_turns FROM ({wh.latest_sql('dialogues', 'id IN (SELECT id FROM want)')})"
         ).to_arrow_table().to_pylist()
         texts: dict[str, list[tuple[int, str]]] = defaultdict(list)
         if "turns" in wh.tables():
             for r in con.sql(
-                "SELECT dialogue_id, idx, text FROM turns WHERE dialogue_id IN (SELECT id FROM want)"
+                f"SELECT dialogue_id, idx, text FROM ({wh.latest_sql('turns', 'dialogue_id IN (SELECT id FROM want)')})"
             ).to_arrow_table().to_pylist():
                 texts[r["dialogue_id"]].append((r["idx"], r["text"]))
         jrows = []
         if "judgements" in wh.tables():
             jrows = con.sql(
-                "SELECT * FROM judgements WHERE kind = 'llm' AND dialogue_id IN (SELECT id FROM want)"
+                f"SELECT * FROM ({wh.latest_sql('judgements', 'dialogue_id IN (SELECT id FROM want)')}) "
+                "WHERE kind = 'llm'"
             ).to_arrow_table().to_pylist()
     finally:
         con.close()

@@ -26,3 +26,54 @@ def quantiles(values: Iterable[float]) -> dict[str, float | None]:
         return {"n": 0, "mean": None, "median": None, "p10": None, "p90": None, "min": None, "max": None}
     return {"n": len(vs), "mean": round(statistics.fmean(vs), 4), "median": percentile(vs, 0.5),
             "p10": percentile(vs, 0.1), "p90": percentile(vs, 0.9), "min": vs[0], "max": vs[-1]}
+
+
+# ---- bounded summaries (a build's shards report these instead of one value per call or per dialogue) -----------
+HIST_FLOOR = 1e-4  # values below this (seconds) share the first bucket
+HIST_BASE = 1.02  # relative bucket width: a percentile read from the histogram is within 1 % of the exact one
+
+
+def log_histogram(values: Iterable[float]) -> dict[int, int]:
+    """Counts of ``values`` in logarithmic buckets (``HIST_BASE`` apart from ``HIST_FLOOR``): mergeable by adding
+    counts, and a few hundred entries at most whatever the number of values."""
+    out: dict[int, int] = {}
+    scale = math.log(HIST_BASE)
+    for v in values:
+        k = max(0, int(math.log(max(float(v), HIST_FLOOR) / HIST_FLOOR) / scale))
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+def histogram_percentile(hist: dict[int, int], p: float, ndigits: int | None = None) -> float | None:
+    """The ``p``-quantile of the values summarised by :func:`log_histogram` (the geometric middle of the bucket that
+    holds the nearest rank); None when empty."""
+    n = sum(hist.values())
+    if not n:
+        return None
+    rank = min(n - 1, max(0, round((n - 1) * p)))
+    seen = 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen > rank:
+            out = HIST_FLOOR * HIST_BASE ** (k + 0.5)
+            return round(out, ndigits) if ndigits is not None else out
+    return None  # pragma: no cover - the loop always reaches the rank
+
+
+def add_busy(slots: dict[int, float], start: float, end: float, width: float = 1.0) -> None:
+    """Add the busy interval [start, end) to ``slots`` (slot index -> busy seconds in that ``width``-second slot)."""
+    k = math.floor(start / width)
+    while start < end:
+        slot_end = (k + 1) * width
+        slots[k] = slots.get(k, 0.0) + min(end, slot_end) - start
+        start, k = slot_end, k + 1
+
+
+def busy_share_before(slots: dict[int, float], until: float | None, width: float = 1.0) -> float | None:
+    """Share of the busy time in ``slots`` (:func:`add_busy`) that lies before ``until`` (busy time spread evenly
+    within a slot); None when nothing was busy."""
+    total = sum(slots.values())
+    if until is None or total <= 0:
+        return None
+    before = sum(b * min(1.0, max(0.0, (until - k * width) / width)) for k, b in slots.items())
+    return round(before / total, 4)

@@ -186,6 +186,16 @@ class Warehouse:
                 con.register(f"_empty_{name}", empty)
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM _empty_{name}")
 
+    def latest_sql(self, table_name: str, where: str) -> str:
+        """SQL for the latest row of every id of ``table_name`` among the rows matching ``where``, the filter applied
+        to the parts before the latest-row window, so a lookup of a few ids costs a scan, not a sort of the whole
+        table. ``where`` must hold for every version of an id or for none (filter on ``id``, or on a column such as
+        ``dialogue_id`` that an id's versions share)."""
+        parts = self._parts(table_name)
+        if not parts:
+            return f"SELECT * FROM {table_name} WHERE {where}"  # the empty view (define_views)
+        return latest_rows_sql(_sql_list(parts), where)
+
     def query(self, sql: str, params: Iterable | None = None) -> pa.Table:
         con = self.connect()
         try:
@@ -248,13 +258,15 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join(sql_str(str(p)) for p in paths) + "]"
 
 
-def latest_rows_sql(files: str) -> str:
+def latest_rows_sql(files: str, where: str | None = None) -> str:
     """The latest row of every id over the Parquet parts ``files`` (a SQL list or glob literal): the store is
-    append-only, a later part (file names sort by time) or a later row in the same part wins."""
+    append-only, a later part (file names sort by time) or a later row in the same part wins. ``where`` filters the
+    rows before the window (see :meth:`Warehouse.latest_sql`)."""
     return (
         "SELECT * EXCLUDE (filename, file_row_number, _rank) FROM ("
         "SELECT *, row_number() OVER (PARTITION BY id ORDER BY filename DESC, file_row_number DESC) AS _rank "
-        f"FROM read_parquet({files}, union_by_name=true, filename=true, file_row_number=true)) WHERE _rank = 1"
+        f"FROM read_parquet({files}, union_by_name=true, filename=true, file_row_number=true)"
+        + (f" WHERE {where}" if where else "") + ") WHERE _rank = 1"
     )
 
 

@@ -9,6 +9,7 @@ sampling, never ``parse``: changing a parser, a cleaning rule or a threshold rep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -28,7 +29,14 @@ class LLMStage(Generic[R, Out]):
     response_format: Callable[[R], type[BaseModel]] | None = None
 
     def schema(self, row: R) -> dict | None:
-        return self.response_format(row).model_json_schema() if self.response_format is not None else None
+        return schema_of(self.response_format(row)) if self.response_format is not None else None
+
+
+@lru_cache(maxsize=256)
+def schema_of(model: type[BaseModel]) -> dict:
+    """The JSON schema of a response model, generated once per model (pydantic builds it anew on every call:
+    about 5 ms, more than the rest of a judge call's client-side work). Shared: treat it as read-only."""
+    return model.model_json_schema()
 
 
 async def call_stage(pool: Any, stage: LLMStage[R, Out], model: str, row: R, *, sampling: dict | None = None,
@@ -46,4 +54,4 @@ async def call_stage(pool: Any, stage: LLMStage[R, Out], model: str, row: R, *, 
     return stage.parse(row, data), res
 
 
-__all__ = ["LLMStage", "call_stage"]
+__all__ = ["LLMStage", "call_stage", "schema_of"]

@@ -20,7 +20,7 @@ from schemas.config.base import ConfigError, Section, read_yaml, validate
 
 EMBEDDED_KEYS = ("smollm2-135m", "gemma3-270m")
 
-# the OpenAI chat-completions sampling parameters, sent as keyword arguments
+# the OpenAI chat-completions sampling parameters
 STANDARD_SAMPLING_KEYS = {
     "temperature",
     "top_p",
@@ -32,8 +32,8 @@ STANDARD_SAMPLING_KEYS = {
     "n",
     "logit_bias",
 }
-# keys accepted in ``sampling``; they go to the server verbatim (and into the cache key); server extensions
-# (vLLM, llama.cpp) beyond the standard ones are sent through ``extra_body``
+# keys accepted in ``sampling``: the standard ones and server extensions (vLLM, llama.cpp); every one goes into the
+# request body verbatim (and into the cache key)
 SAMPLING_KEYS = STANDARD_SAMPLING_KEYS | {"top_k", "min_p", "repetition_penalty", "repeat_penalty"}
 
 
