@@ -37,11 +37,11 @@ def test_cancel_file_is_seen_by_another_process_copy_and_keeps_the_first_reason(
     assert other.cancelled() == "first"
 
 
-def test_a_running_shard_stops_within_a_second_of_the_cancel_and_reports_progress(home):
+def test_a_running_shard_stops_soon_after_the_cancel_and_reports_progress(home):
     tax = load_taxonomy("deepdialogue")
     scns = build_scenarios(tax, GridSpec(pairs=(("m1", "m1"),), min_turns=6, max_turns=6), 8)
     control = RunControl(str(home), "run_cancel")
-    with StubServer(StubConfig(latency_s=0.3, seed=2)) as stub:
+    with StubServer(StubConfig(latency_s=1.0, seed=2)) as stub:
         mcfg = parse_models_config({"models": {m: {"endpoints": [{"base_url": stub.url}], "timeout_s": 10}
                                                for m in ("m1", "judge")}, "pairs": [["m1", "m1"]], "judges": ["judge"]})
         ctx = ShardContext(home=home, run_id=control.run_id, tax=tax, gen=GenerationConfig(), jud=JudgingConfig(),
@@ -53,15 +53,21 @@ def test_a_running_shard_stops_within_a_second_of_the_cancel_and_reports_progres
                 ctx.progress.attach_pool(pool)
                 return await run_shard(pool, scns, ctx)
 
-        timer = threading.Timer(1.5, control.cancel, args=("test cancel",))
+        cancelled_at: list[float] = []
+
+        def cancel():
+            cancelled_at.append(time.monotonic())
+            control.cancel("test cancel")
+
+        timer = threading.Timer(1.5, cancel)
         timer.start()
-        t0 = time.monotonic()
         with pytest.raises(BuildInterrupted, match="test cancel"):
             asyncio.run(main())
-        took = time.monotonic() - t0
+        stopped = time.monotonic()
         timer.cancel()
-    # 8 dialogues x 6 turns at 0.3 s a call would take > 2 s; the cancel at 1.5 s stopped it within a second
-    assert took < 2.8, took
+    # 6 turns at 1 s a call take > 6 s per dialogue; the shard stopped soon after the cancel (a loaded CI box adds
+    # scheduling delay, hence the margin), long before the turns could have finished
+    assert cancelled_at and stopped - cancelled_at[0] < 2.5, stopped - cancelled_at[0]
     snaps = control.progress_snapshots()
     assert len(snaps) == 1 and sum(snaps[0]["turns"].values()) > 0  # the shard's progress file, written at the end
     assert snaps[0]["models"]["m1"]["calls"] > 0
