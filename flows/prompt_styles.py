@@ -10,7 +10,8 @@ model as a role-play chat, every other model with the chat prompt of :func:`flow
 * ``roleplay`` (SmolLM2-135M-Instruct, the embedded ``smollm2-135m``): given the conversation as a transcript about
   "A" and "B" inside one instruction, it wrote "A (Gadgets) are amazing", "Here is a sample response", or rambled
   to max_tokens. :func:`roleplay_messages` makes the conversation the chat itself (the other speaker's lines are
-  the user's, its own the assistant's) under a short system message with the topic, the feeling and the word cap.
+  the user's, its own the assistant's) under a short system message with the topic, the feeling and the word cap
+  (no speaker names: they were written back as third parties).
 * ``chat``: every other (remote, larger) model.
 
 The turn stage (:data:`flows.prompts.TURN_STAGE`) picks the style from ``TurnRow.style`` (:func:`prompt_style`).
@@ -24,7 +25,7 @@ from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
 COMPLETION_TEMPLATE_VERSION = "turn-completion-v3"  # v3: served as raw text (no chat turn markers around it)
-ROLEPLAY_TEMPLATE_VERSION = "turn-roleplay-v1"
+ROLEPLAY_TEMPLATE_VERSION = "turn-roleplay-v2"  # v2: no speaker names
 CHAT, TRANSCRIPT, ROLEPLAY = "chat", "transcript", "roleplay"
 # the prompt style of each embedded model as a turn writer (keys of flows.llm.embedded.EMBEDDED_MODELS)
 EMBEDDED_STYLES = {"gemma3-270m": TRANSCRIPT, "smollm2-135m": ROLEPLAY}
@@ -54,7 +55,7 @@ EXAMPLES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
 )
 
 
-NAMES = ("Sam", "Alex")  # the two speakers of a role-play chat (A, B): names, so "A"/"B" are not written back
+OPENER = "Hi! What's new?"  # the line a role-play chat's first turn answers (not part of the dialogue)
 
 
 def speaker_of(idx: int) -> str:
@@ -98,18 +99,17 @@ def roleplay_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str],
     """Turn ``len(history)`` as a role-play chat for a small instruction-tuned model: the instructions and the
     feeling in the system message, the conversation as the chat itself (the other speaker's lines are the user's,
     the speaker's own earlier lines the assistant's), so the model answers the last line instead of writing a
-    transcript about speakers "A" and "B". ``retries``: (raw reply, guidance) of failed attempts, replayed."""
+    transcript about speakers "A" and "B". No names: given "You are Sam, chatting with Alex", SmolLM2 wrote "Hey
+    Sam" as Sam and "our adventure with Alex" to Alex. ``retries``: (raw reply, guidance) of failed attempts."""
     idx = len(history)
     domain = tax.domain[scenario.domain]
-    me, other = NAMES[idx % 2], NAMES[(idx + 1) % 2]
     feeling = scenario.emotions[idx].lower()
-    system = (f"You are {me}, chatting with your friend {other} about {domain.name.lower()} "
-              f"({domain.description.rstrip('.').lower()}). Reply with one or two short sentences, at most "
-              f"{scenario.word_cap} words, exactly as {me} would say them out loud. Right now you feel {feeling}: "
-              "let your words show it.")
+    system = (f"You are chatting with a friend about {domain.name.lower()} ({domain.description.rstrip('.').lower()}). "
+              f"Reply with one or two short sentences, at most {scenario.word_cap} words, exactly as you would say "
+              f"them out loud. Right now you feel {feeling}: let your words show it.")
     messages = [{"role": "system", "content": system}]
     if not history:
-        messages.append({"role": "user", "content": f"Hi {me}! What's new?"})
+        messages.append({"role": "user", "content": OPENER})
     for i, text in enumerate(history):
         messages.append({"role": "assistant" if i % 2 == idx % 2 else "user", "content": text})
     for raw, guidance in retries:
@@ -134,6 +134,6 @@ def model_spec(pool: Any, model: str) -> Any:
     return models.get(model)
 
 
-__all__ = ["BASE_MODELS", "CHAT", "COMPLETION_TEMPLATE_VERSION", "EMBEDDED_STYLES", "EXAMPLES", "NAMES", "ROLEPLAY",
+__all__ = ["BASE_MODELS", "CHAT", "COMPLETION_TEMPLATE_VERSION", "EMBEDDED_STYLES", "EXAMPLES", "OPENER", "ROLEPLAY",
            "ROLEPLAY_TEMPLATE_VERSION", "TRANSCRIPT", "completion_messages", "instructions_text", "is_base_model",
            "model_spec", "prompt_style", "roleplay_messages", "speaker_of"]
