@@ -25,7 +25,7 @@ from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
 COMPLETION_TEMPLATE_VERSION = "turn-completion-v3"  # v3: served as raw text (no chat turn markers around it)
-ROLEPLAY_TEMPLATE_VERSION = "turn-roleplay-v2"  # v2: no speaker names
+ROLEPLAY_TEMPLATE_VERSION = "turn-roleplay-v3"  # v2: no speaker names; v3: "never offer help"
 CHAT, TRANSCRIPT, ROLEPLAY = "chat", "transcript", "roleplay"
 # the prompt style of each embedded model as a turn writer (keys of flows.llm.embedded.EMBEDDED_MODELS)
 EMBEDDED_STYLES = {"gemma3-270m": TRANSCRIPT, "smollm2-135m": ROLEPLAY}
@@ -104,7 +104,9 @@ def roleplay_messages(scenario: Scenario, tax: Taxonomy, history: Sequence[str],
     idx = len(history)
     domain = tax.domain[scenario.domain]
     feeling = scenario.emotions[idx].lower()
+    # "your own life ... never offer help": without it, SmolLM2 slid into "What can I do for you today?"
     system = (f"You are chatting with a friend about {domain.name.lower()} ({domain.description.rstrip('.').lower()}). "
+              "Talk about your own life, plans and opinions, like a friend; never offer help. "
               f"Reply with one or two short sentences, at most {scenario.word_cap} words, exactly as you would say "
               f"them out loud. Right now you feel {feeling}: let your words show it.")
     messages = [{"role": "system", "content": system}]

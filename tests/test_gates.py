@@ -167,7 +167,7 @@ def test_each_model_kind_gets_its_prompt_style():
     row = TurnRow(scn, tax, tuple(history), (("bad", "Say it better."),),
                   style=prompt_style(mcfg.models["smollm2-135m"]))
     msgs = TURN_STAGE.prompt(row)
-    assert not row.base and TURN_STAGE.version(row).endswith("turn-roleplay-v2")
+    assert not row.base and TURN_STAGE.version(row).endswith("turn-roleplay-v3")
     # the conversation is the chat: the other speaker's line is the user's, then the failed attempt and its guidance
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
     assert msgs[1]["content"] == history[0] and msgs[-1] == {"role": "user", "content": "Say it better."}
