@@ -31,7 +31,7 @@ from flows.executor import RunControl, ShardProgress
 from flows.judge import Decision, checks_judgement, decide, judgement_id, judges_for, llm_judgement
 from flows.llm.client import LLMCallError
 from flows.llm.stage import call_stage
-from flows.prompt_styles import STOP, instructions_text, is_base_model, model_spec
+from flows.prompt_styles import STOP, instructions_text, model_spec, prompt_style
 from flows.prompts import TURN_STAGE, JudgeParseError, TurnRow, speaker_of, turn_max_tokens
 from schemas.records import Dialogue, Judgement, Scenario, Turn, content_id
 from schemas.stats import add_busy
@@ -76,14 +76,14 @@ async def generate_dialogue(pool: Any, scenario: Scenario, tax: Taxonomy, gen: G
                             progress: Any = None) -> GenOutcome:
     out = GenOutcome(scenario)
     cap = scenario.word_cap
-    base = {m: is_base_model(model_spec(pool, m)) for m in (scenario.model_a, scenario.model_b)}
+    style = {m: prompt_style(model_spec(pool, m)) for m in (scenario.model_a, scenario.model_b)}
     for idx in range(scenario.n_turns):
         model = scenario.model_a if speaker_of(idx) == "A" else scenario.model_b
         retries: list[tuple[str, str]] = []
         last = "no attempt"
         attempt = 0
         while attempt < gen.max_attempts_per_turn:
-            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries), base=base[model])
+            row = TurnRow(scenario, tax, tuple(out.texts), tuple(retries), style=style[model])
             prompt = instructions_text(TURN_STAGE.prompt(row))
             out.calls += 1
             try:

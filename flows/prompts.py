@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, conlist, create_m
 from flows.checks import clean_turn
 from flows.llm.client import ChatResult
 from flows.llm.stage import LLMStage
-from flows.prompt_styles import COMPLETION_TEMPLATE_VERSION, completion_messages, speaker_of
+from flows.prompt_styles import (CHAT, COMPLETION_TEMPLATE_VERSION, ROLEPLAY, ROLEPLAY_TEMPLATE_VERSION, TRANSCRIPT,
+                                 completion_messages, roleplay_messages, speaker_of)
 from schemas.records import Scenario
 from schemas.taxonomy import Taxonomy
 
@@ -76,12 +77,23 @@ class TurnRow:
     tax: Taxonomy
     history: Sequence[str]
     retries: Sequence[tuple[str, str]] = field(default_factory=tuple)
-    base: bool = False  # a base model (flows.prompt_styles): a transcript to continue, not a chat
+    style: str = CHAT  # flows.prompt_styles: chat, transcript (a base model continues it) or roleplay
+
+    @property
+    def base(self) -> bool:
+        """A base model's call: a transcript to continue, ended by flows.prompt_styles.STOP."""
+        return self.style == TRANSCRIPT
+
+
+_TURN_VERSIONS = {CHAT: TURN_TEMPLATE_VERSION, TRANSCRIPT: COMPLETION_TEMPLATE_VERSION,
+                  ROLEPLAY: ROLEPLAY_TEMPLATE_VERSION}
 
 
 def _turn_prompt(row: TurnRow) -> list[dict[str, str]]:
-    if row.base:  # a base model's retry is a new sample (its seed changes per attempt); guidance is for chat models
+    if row.style == TRANSCRIPT:  # a base model's retry is a new sample (its seed changes per attempt), no guidance
         return completion_messages(row.scenario, row.tax, row.history)
+    if row.style == ROLEPLAY:
+        return roleplay_messages(row.scenario, row.tax, row.history, row.retries)
     return turn_messages(row.scenario, row.tax, row.history, row.retries)
 
 
@@ -91,8 +103,7 @@ def _turn_parse(row: TurnRow, res: ChatResult) -> str:
 
 TURN_STAGE: LLMStage[TurnRow, str] = LLMStage(
     name="turn",
-    version=lambda row: f"{row.scenario.prompt_version}/"
-                        f"{COMPLETION_TEMPLATE_VERSION if row.base else TURN_TEMPLATE_VERSION}",
+    version=lambda row: f"{row.scenario.prompt_version}/{_TURN_VERSIONS[row.style]}",
     prompt=_turn_prompt,
     parse=_turn_parse,
     response_format=None,  # a spoken line is free text: a JSON wrapper changes what small models write

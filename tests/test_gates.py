@@ -141,28 +141,47 @@ def test_build_against_a_stub_answering_json_markup_and_echoes_publishes_none_of
         assert audit_dialogue(ordered, DefectContext(word_cap=25)) == [], (did, ordered)
 
 
-def test_base_model_gets_a_transcript_and_instruct_models_a_chat():
-    from schemas.config.models import load_models_config
-    from flows.prompt_styles import instructions_text, is_base_model
+def test_each_model_kind_gets_its_prompt_style():
+    """Base model: a transcript ending with the speaker's tag; SmolLM2 (tiny instruct): a role-play chat whose
+    messages are the conversation; any other model: the chat prompt with the conversation inside."""
+    from schemas.config.models import ModelSpec, load_models_config
+    from flows.prompt_styles import CHAT, ROLEPLAY, TRANSCRIPT, instructions_text, prompt_style
     from flows.prompts import TURN_STAGE, TurnRow
     from schemas.records import Scenario
     from schemas.taxonomy import load_taxonomy
 
     tax = load_taxonomy("deepdialogue")
     mcfg = load_models_config(None)  # the embedded default pair
-    scn = Scenario(id="s", domain=tax.domains[0].name, model_a="gemma3-270m", model_b="smollm2-135m", n_turns=3,
-                   emotions=["Happy", "Worried", "Hopeful"], seed=0, index=0, taxonomy=tax.name)
+    assert [prompt_style(mcfg.models[m]) for m in ("gemma3-270m", "smollm2-135m")] == [TRANSCRIPT, ROLEPLAY]
+    assert prompt_style(ModelSpec(name="big", endpoints=[{"base_url": "http://127.0.0.1:1/v1"}])) == CHAT
+    scn = Scenario(id="s", domain=tax.domains[0].name, model_a="gemma3-270m", model_b="smollm2-135m", n_turns=4,
+                   emotions=["Happy", "Worried", "Hopeful", "Angry"], seed=0, index=0, taxonomy=tax.name)
     history = ["I just got the keys to our new flat!"]
-    row = TurnRow(scn, tax, tuple(history), base=is_base_model(mcfg.models["gemma3-270m"]))
+    row = TurnRow(scn, tax, tuple(history), style=prompt_style(mcfg.models["gemma3-270m"]))
     msgs, version = TURN_STAGE.prompt(row), TURN_STAGE.version(row)
     assert row.base  # generation adds flows.prompt_styles.STOP as stop sequences for a base model
     assert [m["role"] for m in msgs] == ["user"] and msgs[0]["content"].endswith("\nB (worried):")
     assert "A (happy): I just got the keys to our new flat!" in msgs[0]["content"]
-    assert version.endswith("turn-completion-v2")
+    assert version.endswith("turn-completion-v3")
+
     row = TurnRow(scn, tax, tuple(history), (("bad", "Say it better."),),
-                  base=is_base_model(mcfg.models["smollm2-135m"]))
+                  style=prompt_style(mcfg.models["smollm2-135m"]))
     msgs = TURN_STAGE.prompt(row)
-    assert not row.base
+    assert not row.base and TURN_STAGE.version(row).endswith("turn-roleplay-v3")
+    # the conversation is the chat: the other speaker's line is the user's, then the failed attempt and its guidance
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert msgs[1]["content"] == history[0] and msgs[-1] == {"role": "user", "content": "Say it better."}
+    assert "worried" in msgs[0]["content"] and "at most 25 words" in msgs[0]["content"]
+    assert not any(m["content"].startswith(("A:", "B:", "A (", "B (")) for m in msgs)
+    # turn 2 (A again): A's own earlier line is the assistant's, B's the user's, the feeling is A's
+    row = TurnRow(scn, tax, (*history, "Oh no, is the rent not too high?"), style=ROLEPLAY)
+    msgs = TURN_STAGE.prompt(row)
+    assert [m["role"] for m in msgs] == ["system", "assistant", "user"] and "hopeful" in msgs[0]["content"]
+    # the first turn has a line to answer (a greeting that is not part of the dialogue)
+    assert [m["role"] for m in TURN_STAGE.prompt(TurnRow(scn, tax, (), style=ROLEPLAY))] == ["system", "user"]
+
+    row = TurnRow(scn, tax, tuple(history), (("bad", "Say it better."),), style=CHAT)
+    msgs = TURN_STAGE.prompt(row)
     assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "user", "content": "Say it better."}
     # the instructions a reply must not copy: never an earlier (assistant) reply
     assert "bad" not in instructions_text(msgs).split() and "naturally" in instructions_text(msgs)

@@ -154,3 +154,53 @@ def test_launcher_exits_when_its_parent_is_killed(home, tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def _scenario_and_taxonomy():
+    from schemas.records import Scenario
+    from schemas.taxonomy import load_taxonomy
+
+    tax = load_taxonomy("deepdialogue")
+    scn = Scenario(id="s", domain=tax.domains[0].name, model_a="smollm2-135m", model_b="gemma3-270m", n_turns=3,
+                   emotions=["Happy", "Worried", "Hopeful"], seed=0, index=0, taxonomy=tax.name)
+    return scn, tax
+
+
+def test_base_model_continues_its_transcript_as_raw_text(home):
+    """Gemma 3 270M (base) behind chat-completions renders the transcript with no chat turn markers around it (one
+    BOS from the tokenizer, nothing else), so it continues the speaker's line after the tag."""
+    from flows.prompt_styles import STOP, completion_messages
+
+    scn, tax = _scenario_and_taxonomy()
+    msgs = completion_messages(scn, tax, ["I just got the keys to our new flat!"])
+    srv = embedded.start_server("gemma3-270m", home, parallel=1, ctx_per_slot=1024, threads=1)
+    try:
+        embedded.wait_ready(srv, 240)  # its own probe: the rendered prompt is the message text alone
+        rendered = embedded._post(f"{srv.root}/apply-template", {"messages": msgs})["prompt"]
+        assert rendered == msgs[0]["content"] and rendered.endswith("\nB (worried):")
+        assert "<start_of_turn>" not in rendered and "<end_of_turn>" not in rendered and "model\n" not in rendered
+        tokens = embedded._post(f"{srv.root}/tokenize", {"content": rendered, "add_special": True})["tokens"]
+        res = embedded._post(f"{srv.url}/chat/completions", {
+            "model": "gemma3-270m", "messages": msgs, "max_tokens": 24, "stop": STOP, "temperature": 0.0, "seed": 1},
+            timeout=240)
+    finally:
+        srv.stop()
+    assert res["usage"]["prompt_tokens"] == len(tokens)  # BOS + the transcript: no turn markers were added
+    line = res["choices"][0]["message"]["content"]
+    assert line.strip() and "\n" not in line.strip() and res["choices"][0]["finish_reason"] in ("stop", "length")
+    assert _all_stopped([srv])
+
+
+def test_a_base_model_behind_a_turn_template_is_refused_at_start(home, monkeypatch):
+    """The old set-up (llama.cpp's built-in "gemma" turn format around the transcript) fails the start-up probe
+    with a clear error instead of silently answering every transcript as a chat turn."""
+    em = embedded.EMBEDDED_MODELS["gemma3-270m"]
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "gemma3-270m",
+                        embedded.EmbeddedModel(em.key, em.package, em.licence, "gemma", em.locate))
+    srv = embedded.start_server("gemma3-270m", home, parallel=1, ctx_per_slot=256, threads=1)
+    try:
+        monkeypatch.setitem(embedded.EMBEDDED_MODELS, "gemma3-270m", em)  # what the probe expects of this model
+        with pytest.raises(EmbeddedServerError, match=r"gemma3-270m must continue its prompt as raw text.*start_of_turn"):
+            embedded.wait_ready(srv, 240)
+    finally:
+        srv.stop()

