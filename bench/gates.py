@@ -139,7 +139,10 @@ def corrupt(cls: str, t: str, d: list[str], i: int, prompt: str, rng: random.Ran
             text = text[:-1].rstrip()
         return text, {}
     if cls == "charset":
-        kind = rng.randrange(4)
+        kind = rng.randrange(5)
+        if kind == 4:  # emoji, alone or after the line (what the tiny embedded models write)
+            emo = rng.choice(["😊", "😂", "👍", "❤️", "🎉", "😢", "🙏", "✨"])
+            return (emo * rng.randint(1, 3) if rng.random() < 0.4 else f"{t} {emo}"), {}
         if kind == 0:
             return f"{t} {rng.choice(_NON_LATIN)}", {}
         if kind == 1:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from schemas.text import count_words, normalise_text
 
-CATALOGUE_VERSION = "defects-v1"
+CATALOGUE_VERSION = "defects-v2"  # v2: emoji and pictographs are a charset defect
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,9 @@ _FOREIGN_FUNCTION_WORDS = {
 _NOT_FOREIGN = _FUNCTION_WORDS_EN | frozenset("die come son sin plus men hat be me he have con son ten dan ada".split())
 _FOREIGN_SETS = {lang: frozenset(words.split()) - _NOT_FOREIGN for lang, words in _FOREIGN_FUNCTION_WORDS.items()}
 _MOJIBAKE = re.compile(r"â€|Ã[\x80-\xbf]|Â[\xa0-\xbf]|\ufffd|ï»¿")
+# emoji and pictographs (a voice cannot say them; the tiny models write them, e.g. a turn that is only emoji):
+# the pictograph, dingbat, symbol, flag and emoji planes
+_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
 
 
 def latin_share(text: str) -> float:
@@ -285,14 +288,17 @@ def function_word_share(text: str) -> float:
 
 
 def charset_off(text: str, ctx: DefectContext) -> str | None:
-    """Characters a speaker cannot say: control characters, the replacement character or mojibake, or (for a
-    Latin-script language) two or more letters of another script."""
+    """Characters a speaker cannot say: control characters, the replacement character or mojibake, emoji and
+    pictographs, or (for a Latin-script language) two or more letters of another script."""
     ctrl = [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") and ch not in "\n\t"]
     if ctrl:
         return f"control character U+{ord(ctrl[0]):04X}"
     m = _MOJIBAKE.search(text)
     if m:
         return f"mojibake {m.group(0)!r}"
+    m = _EMOJI.search(text)
+    if m:
+        return f"emoji {m.group(0)} (U+{ord(m.group(0)):04X})"
     if ctx.language in ("en", "fr", "de", "es", "it", "pt", "nl", "id"):
         other = [ch for ch in text if ch.isalpha() and not (ch.isascii() or "LATIN" in unicodedata.name(ch, ""))]
         if len(other) >= 2:

@@ -54,6 +54,10 @@ BAD = [
     ("charset", "I am so happy 我很高兴见到你", {}),
     ("charset", "That\u200bis fine.", {}),
     ("charset", "I donâ€™t know what to say.", {}),
+    # written by the embedded pair and accepted before emoji were a charset defect
+    ("charset", "🕺RiIJY!", {}),
+    ("empty", "🎉🎉🎉", {}),  # no words at all: refused as empty before the charset check
+    ("charset", "That is so sweet of you 😊", {}),
     ("language", "Je pense que nous devrions partir avant que la pluie commence.", {}),
     ("language", "Saya tidak tahu apakah kita bisa datang ke kantor.", {}),
     ("language", "Bako lumi tasa pero vinu kalo desi muta rano.", {}),
@@ -81,6 +85,7 @@ GOOD = [
     ("You are a genius!", {}),
     ("I got an A in math, can you believe it?", {}),
     ("Plan B is better than nothing.", {}),
+    ("It's 30° outside and the price went up 5% – can you believe it?", {}),
 ]
 
 
