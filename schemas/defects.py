@@ -272,7 +272,7 @@ _FOREIGN_SETS = {lang: frozenset(words.split()) - _NOT_FOREIGN for lang, words i
 _MOJIBAKE = re.compile(r"â€|Ã[\x80-\xbf]|Â[\xa0-\xbf]|\ufffd|ï»¿")
 # emoji and pictographs (a voice cannot say them; the tiny models write them, e.g. a turn that is only emoji):
 # the pictograph, dingbat, symbol, flag and emoji planes
-_EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
+_PICTOGRAPH = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
 
 
 def latin_share(text: str) -> float:
@@ -296,7 +296,7 @@ def charset_off(text: str, ctx: DefectContext) -> str | None:
     m = _MOJIBAKE.search(text)
     if m:
         return f"mojibake {m.group(0)!r}"
-    m = _EMOJI.search(text)
+    m = _PICTOGRAPH.search(text)
     if m:
         return f"emoji {m.group(0)} (U+{ord(m.group(0)):04X})"
     if ctx.language in ("en", "fr", "de", "es", "it", "pt", "nl", "id"):
