@@ -365,13 +365,20 @@ class CheckResult:
 
 def check_dialogue(texts: Sequence[str], word_cap: int, *, expected_turns: int | None = None,
                    finish_reasons: Sequence[str | None] | None = None, language: str = "en",
-                   cap_slack: float = 1.0) -> CheckResult:
+                   cap_slack: float = 1.0, passed_turns: int = 0) -> CheckResult:
     """Every gate of :data:`GATES` on every turn (every failure, not only the first), then the dialogue gates.
     A failure reads ``<gate>:<turn idx or ->[:reason]``. ``cap_slack`` multiplies the word cap (1.0: the
-    generation cap is a hard bound)."""
+    generation cap is a hard bound).
+
+    ``passed_turns``: the first turns that passed every turn gate during generation in this process (same gates,
+    same earlier turns, a cap no looser, the call's own prompt): a turn that passes every gate there passes every
+    gate here, so only the rest and the dialogue gates run. Stored dialogues (resume, another catalogue version)
+    are checked in full."""
     res = CheckResult()
     hard_cap = max(1, int(word_cap * cap_slack))
     for i, text in enumerate(texts):
+        if i < passed_turns:
+            continue
         fr = finish_reasons[i] if finish_reasons and i < len(finish_reasons) else None
         ctx = GateContext(earlier=texts[:i], word_cap=hard_cap, finish_reason=fr, language=language)
         for gate, reason in failing_gates(text, ctx):

@@ -261,7 +261,9 @@ async def judge_dialogue(pool: Any, ctx: ShardContext, scenario: Scenario, texts
                          sink: RecordSink) -> Decision:
     did = dialogue_id(scenario)
     th = text_hash(texts)
-    chk = checks_judgement(did, scenario, texts, th, finish_reasons, ctx.jud, ctx.gen.language)
+    # turns generated in this process (finish_reasons known) passed every turn gate then: the audit skips them
+    chk = checks_judgement(did, scenario, texts, th, finish_reasons, ctx.jud, ctx.gen.language,
+                           passed_turns=len(texts) if finish_reasons is not None else 0)
     sink.add("judgements", [chk])
     llm: list[Judgement] = []
     errors: list[str] = []

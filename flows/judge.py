@@ -36,9 +36,11 @@ def judgement_id(dialogue_id: str, judge_id: str, text_hash: str) -> str:
 
 
 def checks_judgement(dialogue_id: str, scenario: Scenario, texts: Sequence[str], text_hash: str,
-                     finish_reasons: Sequence[str | None] | None, cfg: JudgingConfig, language: str) -> Judgement:
+                     finish_reasons: Sequence[str | None] | None, cfg: JudgingConfig, language: str,
+                     passed_turns: int = 0) -> Judgement:
+    """The checks' judgement; ``passed_turns`` as in :func:`flows.checks.check_dialogue`."""
     res = check_dialogue(texts, scenario.word_cap, expected_turns=scenario.n_turns, finish_reasons=finish_reasons,
-                         language=language, cap_slack=cfg.cap_slack)
+                         language=language, cap_slack=cfg.cap_slack, passed_turns=passed_turns)
     return Judgement(
         id=judgement_id(dialogue_id, CHECKS_JUDGE_ID, text_hash), dialogue_id=dialogue_id, judge_id=CHECKS_JUDGE_ID,
         kind="checks", verdict="accept" if res.passed else "reject", failures=res.failures,

@@ -95,6 +95,21 @@ def test_check_dialogue_records_every_gate_with_its_turn():
     assert check_dialogue(good, 25, expected_turns=3).passed
 
 
+def test_the_audit_skips_only_turns_that_passed_generation_and_finds_the_same():
+    texts = ["I just finished the most amazing book about the ocean!", "Oh really? What was it about?",
+             "It follows a sailor lost at sea for a whole year.", "It follows a sailor lost at sea for a whole year."]
+    # what generation does: a turn is kept only when turn_problem passes it with the earlier turns and the call's cap
+    passed = 0
+    while passed < len(texts) and turn_problem(texts[passed], texts[:passed], 25) is None:
+        passed += 1
+    assert passed == 3  # the copy of turn 2 fails generation's gates
+    full = check_dialogue(texts, 25, expected_turns=4)
+    skipping = check_dialogue(texts, 25, expected_turns=4, passed_turns=passed)
+    assert full.failures == skipping.failures and any(f.startswith("repetition_across_turns:3") for f in full.failures)
+    # the dialogue gates still run when every turn is skipped
+    assert check_dialogue(texts[:3], 25, expected_turns=5, passed_turns=3).gates == ["turn_count"]
+
+
 def test_near_duplicates_are_found_in_order():
     a = ["I love painting landscapes in the morning light.", "Me too, the colours are softer then.",
          "Let's go to the hills tomorrow and paint together."]
