@@ -9,7 +9,9 @@ its own fresh process so that its peak resident memory (``ru_maxrss``) is its ow
   (what the trainer did when the issue measured 12.8 GB and 0.34 samples/s);
 * ``answer_only``: the same batches, logits only at the answer positions (:func:`trainer.train.answer_loss`);
 * ``bucketed``: answer-only logits on length-bucketed batches (:func:`trainer.batching.length_batches`);
-* ``bucketed_checkpointing``: the same with gradient checkpointing (activations recomputed in the backward pass).
+* ``bucketed_checkpointing``: the same with gradient checkpointing (activations recomputed in the backward pass);
+* ``bucketed_micro2``: bucketed micro-batches of 2 with 4 accumulated per optimiser step (``--batch-size 2
+  --grad-accum 4``: the same 8 samples per step; the mean is per micro-batch, so not bit-identical).
 
 ``before`` and ``answer_only`` see identical batches and dropout masks, so their per-batch losses must agree
 (``loss_max_abs_diff``).
@@ -28,6 +30,7 @@ VARIANTS = {
     "answer_only": {"full_logits": False, "bucketed": False, "checkpointing": False},
     "bucketed": {"full_logits": False, "bucketed": True, "checkpointing": False},
     "bucketed_checkpointing": {"full_logits": False, "bucketed": True, "checkpointing": True},
+    "bucketed_micro2": {"full_logits": False, "bucketed": True, "checkpointing": False, "micro": 2},
 }
 
 
@@ -57,17 +60,19 @@ def _child(base: str, items: list[tuple[list[int], list[int]]], batches: list[li
     enc = [Encoded(None, p, a) for p, a in items]
     loaded_mb = _rss_mb()
     losses, tokens, width_tokens = [], 0, 0
+    accum = opts.get("accum", 1)
     t0 = time.perf_counter()
-    for idx in batches:
+    for n, idx in enumerate(batches):
         batch = [enc[i] for i in idx]
         if opts["full_logits"]:
             ids, mask, pos, _, _ = _collate(batch, pad_id)
             loss = full_logits_loss(model, ids, mask, pos, [e.answer for e in batch])
         else:
             loss = answer_loss(model, batch, pad_id, "cpu")
-        loss.backward()
-        optim.step()
-        optim.zero_grad(set_to_none=True)
+        (loss / accum).backward()
+        if (n + 1) % accum == 0 or n == len(batches) - 1:
+            optim.step()
+            optim.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
         lengths = [len(e.prompt) + len(e.answer) for e in batch]
         tokens += sum(lengths)
@@ -96,7 +101,7 @@ def profile(home: Path, version: str, base: Path, n_samples: int, log) -> dict:
     """Run every variant on the same ``n_samples`` training samples; the figures of one JSON object."""
     from transformers import AutoTokenizer
 
-    from trainer.batching import length_batches, plain_batches
+    from trainer.batching import length_batches, padding_share, plain_batches
     from trainer.export import ExportOptions
     from trainer.train import Encoder, TrainConfig, prepare
 
@@ -111,12 +116,22 @@ def profile(home: Path, version: str, base: Path, n_samples: int, log) -> dict:
     items = [(e.prompt, e.answer) for e in (enc.encode(s) for s in samples[:n_samples])]
     order = list(range(len(items)))
     lengths = [len(p) + len(a) for p, a in items]
-    plans = {"plain": plain_batches(order, cfg.batch_size),
-             "bucketed": length_batches(order, lengths, cfg.batch_size, "profile")}
+    # padding over a whole epoch of the release's train split: what bucketing saves at a realistic size
+    all_lengths = [len(e.prompt) + len(e.answer) for e in (enc.encode(s) for s in samples)]
+    epoch = list(range(len(all_lengths)))
+    padding = {"plain": round(padding_share(plain_batches(epoch, cfg.batch_size), all_lengths), 4),
+               "bucketed": round(padding_share(length_batches(epoch, all_lengths, cfg.batch_size, "p"), all_lengths), 4),
+               "samples": len(all_lengths)}
     results = {}
     for name, opts in VARIANTS.items():
+        if name == "bucketed" and len(items) <= cfg.batch_size:
+            continue  # one batch: the same batch as answer_only
+        micro = opts.get("micro", cfg.batch_size)
+        batches = (length_batches(order, lengths, micro, "profile") if opts["bucketed"]
+                   else plain_batches(order, micro))
+        opts = opts | {"accum": cfg.batch_size // micro}
         log(f"profile: {name} on {len(items)} samples ...")
-        r = run_variant(str(base), items, plans["bucketed" if opts["bucketed"] else "plain"], opts, tok.pad_token_id)
+        r = run_variant(str(base), items, batches, opts, tok.pad_token_id)
         log(f"profile: {name}: {r['samples_per_s']} samples/s, peak RSS {r['peak_rss_mb']} MB")
         results[name] = r
     diff = max(abs(a - b) for a, b in zip(results["before"]["losses"], results["answer_only"]["losses"]))
@@ -124,7 +139,7 @@ def profile(home: Path, version: str, base: Path, n_samples: int, log) -> dict:
     return {
         "n_samples": len(items), "batch_size": cfg.batch_size, "max_length": cfg.max_length,
         "tokens_mean": round(sum(lengths) / len(lengths), 1), "tokens_max": max(lengths),
-        "loss_max_abs_diff": round(diff, 6),
+        "loss_max_abs_diff": round(diff, 6), "epoch_padding_share": padding,
         "variants": {k: {x: v[x] for x in ("samples_per_s", "seconds", "peak_rss_mb", "rss_after_load_mb",
                                            "padding_share")} for k, v in results.items()},
         "speedup_vs_before": {k: round(v["samples_per_s"] / before["samples_per_s"], 3) for k, v in results.items()},
