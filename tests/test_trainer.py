@@ -162,6 +162,8 @@ def test_train_through_all_phases_on_cpu(world) -> None:
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["complete"] and m["mapping"] == "erc7" and m["model"]["device"] == "cpu" and not m["model"]["qlora"]
+    assert m["model"]["gradient_checkpointing"]  # the CPU default (bench/train_machinery.py --profile)
+    assert all(0.0 <= p["padding_share"] < 1.0 for p in m["phases"])
     assert [p["buckets"] for p in m["phases"]] == [[0], [0, 1], [0, 1]]
     for phase in m["phases"]:
         assert set(phase["eval"]) == {"release_test", "meld_test"}
