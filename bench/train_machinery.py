@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="old vs new training path on SmolLM2-135M (or --base-model), each in its own process: "
                          "samples/s and peak RSS side by side (bench/train_profile.py)")
+    ap.add_argument("--variants", help="--profile: comma list of variants besides before and answer_only")
     ap.add_argument("--samples", type=int, help="--profile: training samples per variant (default 16, quick 8)")
     a = ap.parse_args()
     n_dialogues = a.dialogues or (12 if a.quick else 80)
@@ -67,7 +68,8 @@ def main() -> None:
         from trainer.base_model import default_base_model
 
         base = Path(a.base_model) if a.base_model else default_base_model(home, log=lambda m: print(m, file=sys.stderr))
-        figures = profile(home, version, base, a.samples or (8 if a.quick else 16), lambda m: print(m, file=sys.stderr))
+        figures = profile(home, version, base, a.samples or (8 if a.quick else 16), lambda m: print(m, file=sys.stderr),
+                          set(a.variants.split(",")) if a.variants else None)
         print(json.dumps({"bench": "train_profile", "quick": a.quick, "base_model": str(base), **figures}))
         shutil.rmtree(tmp, ignore_errors=True)
         return

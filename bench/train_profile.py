@@ -10,6 +10,8 @@ its own fresh process so that its peak resident memory (``ru_maxrss``) is its ow
 * ``answer_only``: the same batches, logits only at the answer positions (:func:`trainer.train.answer_loss`);
 * ``bucketed``: answer-only logits on length-bucketed batches (:func:`trainer.batching.length_batches`);
 * ``bucketed_checkpointing``: the same with gradient checkpointing (activations recomputed in the backward pass);
+* ``bucketed_checkpointing_mmap``: the same with glibc returning freed activations to the system
+  (:func:`trainer.batching.return_freed_memory_to_os`): the trainer's CPU path;
 * ``bucketed_micro2``: bucketed micro-batches of 2 with 4 accumulated per optimiser step (``--batch-size 2
   --grad-accum 4``: the same 8 samples per step; the mean is per micro-batch, so not bit-identical).
 
@@ -30,6 +32,7 @@ VARIANTS = {
     "answer_only": {"full_logits": False, "bucketed": False, "checkpointing": False},
     "bucketed": {"full_logits": False, "bucketed": True, "checkpointing": False},
     "bucketed_checkpointing": {"full_logits": False, "bucketed": True, "checkpointing": True},
+    "bucketed_checkpointing_mmap": {"full_logits": False, "bucketed": True, "checkpointing": True, "mmap": True},
     "bucketed_micro2": {"full_logits": False, "bucketed": True, "checkpointing": False, "micro": 2},
 }
 
@@ -44,9 +47,11 @@ def _child(base: str, items: list[tuple[list[int], list[int]]], batches: list[li
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainer.batching import full_logits_loss
+    from trainer.batching import full_logits_loss, return_freed_memory_to_os
     from trainer.train import Encoded, _collate, answer_loss
 
+    if opts.get("mmap"):
+        return_freed_memory_to_os()
     model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=torch.float32)
     if opts["checkpointing"]:
         model.gradient_checkpointing_enable()
@@ -97,7 +102,7 @@ def run_variant(base: str, items, batches, opts: dict, pad_id: int) -> dict:
     return result
 
 
-def profile(home: Path, version: str, base: Path, n_samples: int, log) -> dict:
+def profile(home: Path, version: str, base: Path, n_samples: int, log, only: set[str] | None = None) -> dict:
     """Run every variant on the same ``n_samples`` training samples; the figures of one JSON object."""
     from transformers import AutoTokenizer
 
@@ -124,6 +129,8 @@ def profile(home: Path, version: str, base: Path, n_samples: int, log) -> dict:
                "samples": len(all_lengths)}
     results = {}
     for name, opts in VARIANTS.items():
+        if only and name not in only and name not in ("before", "answer_only"):
+            continue
         if name == "bucketed" and len(items) <= cfg.batch_size:
             continue  # one batch: the same batch as answer_only
         micro = opts.get("micro", cfg.batch_size)

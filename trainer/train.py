@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from schemas.config.train import TrainConfig
 from trainer.base_model import default_base_model
-from trainer.batching import length_batches, padding_share, plain_batches
+from trainer.batching import length_batches, padding_share, plain_batches, return_freed_memory_to_os
 from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
 from trainer.data import (
     TrainerDataError, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
@@ -336,6 +336,8 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     # SmolLM2-135M, batch 8 x 384, and no slower on a loaded 2-core machine)
     info["gradient_checkpointing"] = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
                                       else info["qlora"] or info["device"] == "cpu")
+    if info["device"] == "cpu":
+        info["malloc_mmap_threshold"] = return_freed_memory_to_os()
     if info["qlora"]:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=info["gradient_checkpointing"])
     elif info["gradient_checkpointing"]:
