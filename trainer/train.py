@@ -332,8 +332,8 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     lengths = [len(e.prompt) + len(e.answer) for e in train_enc]
     test_enc = {name: [enc.encode(s) for s in items] for name, items in prep.tests.items()}
     n_trunc = sum(e.truncated for e in train_enc) + sum(e.truncated for v in test_enc.values() for e in v)
-    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile: 12.6 GB -> 7.0 GB for
-    # SmolLM2-135M, batch 8 x 384, and no slower on a loaded 2-core machine)
+    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile, SmolLM2-135M, batch
+    # 8 x 384: 12.4 GB -> 4.9 GB with checkpointing, 1.5 GB once glibc returns freed memory; about half the speed)
     info["gradient_checkpointing"] = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
                                       else info["qlora"] or info["device"] == "cpu")
     if info["device"] == "cpu":
