@@ -14,7 +14,7 @@ In one temporary home, in one run:
 5. trains SmolLM2-135M-Instruct (the trainer's default base model) with LoRA on the same number of training
    samples from each release and reports weighted-F1 and macro-F1 on DailyDialog test.
 
-    python bench/train.py [--quick] [--samples N] [--eval N]
+    python bench/train.py [--quick] [--samples N] [--eval N] [--probe-only]
 
 Ends with one JSON line.
 """
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, help="training samples from each release")
     ap.add_argument("--eval", type=int, help="DailyDialog test utterances the LLM is scored on")
     ap.add_argument("--dialogues", type=int, help="dialogues per release")
+    ap.add_argument("--probe-only", action="store_true", help="skip the LLM training: the evaluate probe only")
     a = ap.parse_args()
     samples = a.samples or (48 if a.quick else 400)
     n_eval = a.eval or (96 if a.quick else 600)
@@ -134,7 +135,7 @@ def main() -> None:
         warm = evaluate_release(home, version, ProbeOptions(sets=("dailydialog",)), write=False)["timing"]
         out.setdefault("evaluate_warm", {})[name] = {"seconds": warm["seconds"], "utterances": warm["utterances_scored"],
                                                      "embedded_now": warm["embedded_now"]}
-    for name, version in releases.items():
+    for name, version in ({} if a.probe_only else releases).items():
         t = time.perf_counter()
         cfg = TrainConfig(window=2, k=0, batch_size=8, max_length=256, max_train_samples=samples, max_eval=n_eval,
                           eval_sets=("dailydialog",), schedule="all:1")

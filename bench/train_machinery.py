@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -30,6 +31,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a small run, under a minute on an idle 2-core machine")
     ap.add_argument("--base-model", help="local model folder (default: a tiny model built on the fly)")
     ap.add_argument("--dialogues", type=int, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="old vs new training path on SmolLM2-135M (or --base-model), each in its own process: "
+                         "samples/s and peak RSS side by side (bench/train_profile.py)")
+    ap.add_argument("--variants", help="--profile: comma list of variants besides before and answer_only")
+    ap.add_argument("--samples", type=int, help="--profile: training samples per variant (default 16, quick 8)")
     a = ap.parse_args()
     n_dialogues = a.dialogues or (12 if a.quick else 80)
 
@@ -38,12 +44,12 @@ def main() -> None:
     from schemas.home import offline_env
 
     offline_env(home)
-    import torch
 
     from schemas.config import Config
     from flows.synthetic import synthetic_dialogues
     from schemas.taxonomy import load_taxonomy
     from trainer.evaluate import score_labels, score_labels_full
+    from trainer.batching import full_logits_loss
     from trainer.tiny_model import build_tiny_model
     from trainer.train import TrainConfig, _collate, answer_loss, load_base_model, train
     from warehouse.publish import publish_release
@@ -57,6 +63,16 @@ def main() -> None:
     wh.upsert(turns)
     wh.upsert(dialogues)
     version = publish_release(home, Config.model_validate({"publish": {"sources": ["synthetic"]}}))["version"]
+    if a.profile:
+        from bench.train_profile import profile
+        from trainer.base_model import default_base_model
+
+        base = Path(a.base_model) if a.base_model else default_base_model(home, log=lambda m: print(m, file=sys.stderr))
+        figures = profile(home, version, base, a.samples or (8 if a.quick else 16), lambda m: print(m, file=sys.stderr),
+                          set(a.variants.split(",")) if a.variants else None)
+        print(json.dumps({"bench": "train_profile", "quick": a.quick, "base_model": str(base), **figures}))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     base = Path(a.base_model) if a.base_model else build_tiny_model(tmp / "tiny")
     cfg = TrainConfig(window=2 if a.quick else 5, k=1 if a.quick else 3, batch_size=8,
                       max_length=384 if a.quick else 1024, max_eval=8 if a.quick else 64,
@@ -84,12 +100,7 @@ def main() -> None:
 
     def full_loss(batch):
         ids, mask, pos, _, _ = _collate(batch, tok.pad_token_id)
-        labels = torch.full_like(ids, -100)
-        for i, e in enumerate(batch):
-            n = len(e.answer)
-            labels[i, ids.shape[1] - n:] = torch.tensor(e.answer)
-        return model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                     labels=labels.to(device)).loss
+        return full_logits_loss(model, ids, mask, pos, [e.answer for e in batch])
 
     def timed(fn) -> float:
         t = time.perf_counter()
@@ -120,8 +131,6 @@ def main() -> None:
         "final_weighted_f1": {k: round(v["weighted_f1"], 4) for k, v in metrics["final"].items()},
         "train_wall_s": round(wall, 1), "prompt_tokens_mean": round(sum(len(e.prompt) for e in items) / len(items), 1),
     }))
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -162,6 +162,8 @@ def test_train_through_all_phases_on_cpu(world) -> None:
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["complete"] and m["mapping"] == "erc7" and m["model"]["device"] == "cpu" and not m["model"]["qlora"]
+    assert m["model"]["gradient_checkpointing"]  # the CPU default (bench/train_machinery.py --profile)
+    assert all(0.0 <= p["padding_share"] < 1.0 for p in m["phases"])
     assert [p["buckets"] for p in m["phases"]] == [[0], [0, 1], [0, 1]]
     for phase in m["phases"]:
         assert set(phase["eval"]) == {"release_test", "meld_test"}
@@ -237,3 +239,47 @@ def test_default_base_model_resolves_offline(tmp_path) -> None:
     assert cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576 and len(said) == 1
     assert default_base_model(tmp_path, log=said.append) == folder and len(said) == 1  # cached: not again
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_resume_after_a_kill_keeps_finished_phases(world) -> None:
+    """A run killed (-9) during phase 2 restarts at phase 2: phase 1's adapter and figures are kept, not retrained."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from emoforge.cli import app
+
+    out = world.root / "killed"
+    args = ["train", "--release", world.version, "--base-model", str(world.tiny), "--out", str(out),
+            "--home", str(world.home), "--window", "1", "--k", "0", "--batch-size", "4", "--max-length", "128",
+            "--max-train-samples", "24", "--max-eval", "4", "--eval-sets", "meld", "--schedule", "0:1;all:25"]
+    cmd = [sys.executable, "-c", "from emoforge.cli import app; app()", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    done1 = out / "phases" / "phase-1" / "done.json"
+    try:
+        deadline = time.monotonic() + 900
+        while not done1.is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done1.is_file(), proc.stderr.read().decode() if proc.poll() is not None else "phase 1 never finished"
+        assert proc.poll() is None, "the run ended before it could be killed in phase 2"
+        time.sleep(1.0)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "phases" / "phase-2" / "done.json").exists()
+    phase1 = json.loads(done1.read_text())
+    adapter1 = (out / "phases" / "phase-1" / "adapter" / "adapter_model.safetensors").read_bytes()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("done earlier") == 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["complete"] and len(m["phases"]) == 2 and m["phases"][0] == phase1["metrics"]
+    assert m["phases"][1]["samples"] == 25 * m["n_train"]  # phase 2 ran in full after the restart
+    assert (out / "phases" / "phase-1" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter1

@@ -137,6 +137,8 @@ def register(app: typer.Typer) -> None:
         grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step")] = None,
         max_length: Annotated[Optional[int], typer.Option(help="tokens per sample (prompts are fitted)")] = None,
         qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="4-bit QLoRA (default: when GPU + bitsandbytes)")] = None,
+        gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="recompute activations in the backward pass: much less memory, more time (default: with QLoRA and on CPU)")] = None,
+        length_bucketing: Annotated[Optional[bool], typer.Option("--length-bucketing/--no-length-bucketing", help="micro-batches of similar prompt length [train.length_bucketing]")] = None,
         max_train_samples: Annotated[Optional[int], typer.Option(help="cap on training utterances (whole dialogues)")] = None,
         max_steps_per_phase: Annotated[Optional[int], typer.Option(help="cap on optimiser steps per phase")] = None,
         max_eval: Annotated[Optional[int], typer.Option(help="cap on utterances per test set")] = None,
@@ -155,6 +157,7 @@ def register(app: typer.Typer) -> None:
             mapping=mapping, window=window, future=future, k=k, epochs=epochs, buckets=buckets, schedule=schedule,
             lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lr=lr, warmup_ratio=warmup_ratio,
             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, qlora=qlora,
+            gradient_checkpointing=gradient_checkpointing, length_bucketing=length_bucketing,
             max_train_samples=max_train_samples, max_steps_per_phase=max_steps_per_phase, max_eval=max_eval,
             eval_sets=_csv(eval_sets), library_sources=_csv(library_sources), seed=seed)
         try:
