@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -102,6 +103,9 @@ def main() -> None:
     ap.add_argument("--dialogues", type=int, help="dialogues per release")
     ap.add_argument("--probe-only", action="store_true", help="skip the LLM training: the evaluate probe only")
     a = ap.parse_args()
+    # SIGTERM exits like Ctrl-C: the temporary home is removed and Prefect's ephemeral API server (a child process
+    # stopped by an atexit hook) goes with it; the default SIGTERM left that server running
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     samples = a.samples or (48 if a.quick else 400)
     n_eval = a.eval or (96 if a.quick else 600)
     n_dlg = a.dialogues or (60 if a.quick else 300)
