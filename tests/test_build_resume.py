@@ -43,10 +43,17 @@ def _entries(home: Path) -> int:
         con.close()
 
 
+def _interruptible() -> None:
+    """In the child before exec: Ctrl-C's default disposition. A test runner started in the background of a
+    non-interactive shell ignores SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt
+    handler, so the build would never see the Ctrl-C this test sends (a user's terminal delivers it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_build(home: Path, models: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [EMOFORGE, "build", "--dialogues", str(N), "--models", str(models), "--home", str(home), "--no-publish", "--quiet"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible,
     )
 
 
