@@ -115,3 +115,23 @@ def test_parts_from_hosts_with_skewed_clocks_are_ordered_by_the_store(tmp_path, 
     assert _values(Warehouse(home)) == {"a": 2}
     Warehouse(home).upsert_arrow("probe", pa.table({"id": ["a"], "v": [3]}))  # after a compaction too
     assert _values(Warehouse(home)) == {"a": 3}
+
+
+def test_a_read_that_loses_its_parts_to_a_compaction_lists_them_again(tmp_path, monkeypatch):
+    """Seen in CI: the views list the parts, a compaction merges and deletes them, the query then finds no file."""
+    wh = Warehouse(tmp_path / "home")
+    for i in range(3):
+        wh.upsert_arrow("probe", pa.table({"id": IDS, "v": [i] * 3}))
+    real = Warehouse.connect
+    compacted: list[bool] = []
+
+    def connect_then_compact(self):
+        con = real(self)
+        if not compacted:  # once: between listing the parts (the views) and reading them
+            compacted.append(True)
+            self.compact("probe")
+        return con
+
+    monkeypatch.setattr(Warehouse, "connect", connect_then_compact)
+    assert _values(wh) == {k: 2 for k in IDS}
+    assert compacted and len(list((tmp_path / "home" / "store" / "probe").glob("*.parquet"))) == 1

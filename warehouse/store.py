@@ -197,11 +197,18 @@ class Warehouse:
         return latest_rows_sql(_sql_list(parts), where)
 
     def query(self, sql: str, params: Iterable | None = None) -> pa.Table:
-        con = self.connect()
-        try:
-            return con.sql(sql, params=list(params) if params is not None else None).to_arrow_table()
-        finally:
-            con.close()
+        for attempt in range(5):
+            con = self.connect()
+            try:
+                return con.sql(sql, params=list(params) if params is not None else None).to_arrow_table()
+            except duckdb.IOException:
+                if attempt == 4:
+                    raise
+                # a compaction merged and removed a part between listing the parts and reading them: list again
+                time.sleep(0.05 * (attempt + 1))
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
 
     def count(self, table_name: str, where: str = "TRUE") -> int:
         return int(self.query(f"SELECT count(*) AS n FROM {table_name} WHERE {where}").column("n")[0].as_py())
