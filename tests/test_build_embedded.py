@@ -20,7 +20,9 @@ EMOFORGE = str(Path(sys.executable).parent / "emoforge")
 @pytest.mark.slow
 def test_emoforge_build_on_embedded_models_publishes_a_loadable_release(home, tmp_path, prefect_api_url):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("generation:\n  min_turns: 3\n  max_turns: 3\n")
+    # six dialogues: one quarantined clip (tiny models' text, ASR round trip) is 17-25 % of the release, over the 5 %
+    # default bound meant for real release sizes (seen in CI: 1 of 4 accepted quarantined for audio:wer, no release)
+    cfg.write_text("generation:\n  min_turns: 3\n  max_turns: 3\npublish:\n  max_quarantine_share: 0.5\n")
     env = dict(os.environ, PREFECT_API_URL=prefect_api_url, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
         [EMOFORGE, "build", "--dialogues", "6", "--config", str(cfg), "--home", str(home), "--version", "1.0.0"],
@@ -62,7 +64,8 @@ def test_emoforge_build_on_embedded_models_publishes_a_loadable_release(home, tm
     rel = home / "releases" / "1.0.0"
     dd = datasets.load_dataset(str(rel))  # the default config: utterances, every split
     n = sum(len(split) for split in dd.values())
-    assert n == 3 * len(passed)  # every accepted dialogue, 3 utterances each
+    q = json.loads((rel / "manifest.json").read_text())["quarantine"]
+    assert n == 3 * (len(passed) - q["quarantined"])  # every accepted dialogue not quarantined, 3 utterances each
     texts = [t for split in dd.values() for t in split["text"]]
     assert texts and {"dialogue_id", "text", "emotion"} <= set(next(iter(dd.values())).column_names)
     assert all(t.strip() and "<|" not in t and not t.lower().startswith(("a:", "b:")) for t in texts)
