@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 
 from flows.llm.stub import StubConfig, stub_process
 from schemas.procs import free_port
+from tests.test_build_resume import _entries  # LLM cache entries of a home
 from warehouse.releases import list_releases, verify_release
 from warehouse.store import Warehouse
 
@@ -43,19 +43,6 @@ pytestmark = pytest.mark.slow
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-def _entries(home: Path) -> int:
-    db = home / "cache" / "llm" / "calls.sqlite"
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute("SELECT count(*) FROM calls").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
-
-
 class Procs:
     """The processes this test starts, each in its own session; every one is killed (with its group) at the end."""
 
