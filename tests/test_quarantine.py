@@ -74,15 +74,37 @@ def test_a_quarantined_share_over_the_bound_blocks_naming_share_and_bound(home):
     dlg, turns = _bad_dialogue(tax)
     wh.upsert([dlg])
     wh.upsert(turns)
-    cfg = load_config(publish={**SYNTH, "max_quarantine_share": 0.02})
+    cfg = load_config(publish={**SYNTH, "max_quarantine_share": 0.02, "quarantine_floor": 0})
     with pytest.raises(GateFailed) as err:
         publish_release(home, cfg)
     msg = str(err.value)
     assert "quarantined share 3.2% (1 of 31 dialogues)" in msg and "max_quarantine_share = 2.0%" in msg
+    assert "quarantine_floor = 0 dialogues" in msg
     assert "rule:empty_text 1" in msg
     kept = json.loads(err.value.result_path.read_text())
     assert kept["dialogues"][0]["dialogue_id"] == dlg.id
     assert list_releases(wh) == []
+
+
+def test_a_small_build_is_not_blocked_by_a_bad_dialogue_or_two_but_is_by_more(home):
+    """A dozen dialogues with one bad one is a 1-in-7 share; the default floor (2) keeps that a quarantine, not a
+    veto. A third bad dialogue is over the floor and the share, and blocks."""
+    wh = Warehouse(home)
+    tax = load_taxonomy()
+    load_synthetic(wh, tax, 6, seed=0)
+    bad = [_bad_dialogue(tax, seed=s) for s in (97, 98, 99)]
+    for dlg, turns in bad[:2]:
+        wh.upsert([dlg])
+        wh.upsert(turns)
+    out = publish_release(home, load_config(publish=SYNTH))
+    q = json.loads((Path(out["path"]) / "manifest.json").read_text())["quarantine"]
+    assert q["selected"] == 8 and q["quarantined"] == 2 and q["share"] == 0.25 and q["floor"] == 2
+    dlg, turns = bad[2]
+    wh.upsert([dlg])
+    wh.upsert(turns)
+    with pytest.raises(GateFailed, match=r"3 of 9 dialogues.*quarantine_floor = 2"):
+        publish_release(home, load_config(publish=SYNTH))
+    assert len(list_releases(wh)) == 1
 
 
 def _json_fragments(texts, context):

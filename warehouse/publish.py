@@ -240,7 +240,7 @@ def _quarantine(con, wh: Warehouse, cfg: Config, tax: Taxonomy, run_id: str, ver
     if pc.audio == "require" or _audio_present(con, wh, pc.audio):
         audio_gate, audio_found, retried = _audio_pass(con, wh, cfg, resynthesise)
         found += audio_found
-    quarantine = summarise(found, n_sel, pc.max_quarantine_share)
+    quarantine = summarise(found, n_sel, pc.max_quarantine_share, pc.quarantine_floor)
     quarantine["resynthesised"] = retried  # dialogues whose failed clips were voiced again (kept if they pass)
     problem = share_problem(quarantine)
     if problem:

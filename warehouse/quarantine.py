@@ -14,7 +14,8 @@ and removes what fails from the selection:
   and quarantined only when its clips fail again.
 
 A release is blocked only by release-level failures: the schema gate, split leakage, or a quarantined share over
-``publish.max_quarantine_share`` (default 5%). The release lists what was left out in ``quarantine.json`` (counts
+``publish.max_quarantine_share`` (default 5%) when more than ``publish.quarantine_floor`` (default 2) dialogues are
+quarantined (on a small build, one bad clip is a third of a few dialogues: a share says nothing there). The release lists what was left out in ``quarantine.json`` (counts
 per reason, the ids and reasons of every dialogue), in its manifest, card and report.
 """
 
@@ -200,7 +201,7 @@ def retry_targets(gate, clips: list[dict]) -> dict[str, set[str]]:
     return out
 
 
-def summarise(items: list[Quarantined], n_selected: int, bound: float) -> dict[str, Any]:
+def summarise(items: list[Quarantined], n_selected: int, bound: float, floor: int = 0) -> dict[str, Any]:
     """Counts per reason (dialogues), the share of the selection and every dialogue's reasons."""
     by_dialogue: dict[str, list[dict]] = {}
     for q in items:
@@ -210,7 +211,7 @@ def summarise(items: list[Quarantined], n_selected: int, bound: float) -> dict[s
     n = len(by_dialogue)
     return {
         "selected": n_selected, "quarantined": n, "share": round(n / n_selected, 6) if n_selected else 0.0,
-        "bound": bound, "by_reason": dict(sorted(reasons.items())),
+        "bound": bound, "floor": floor, "by_reason": dict(sorted(reasons.items())),
         "ids_by_reason": {r: sorted(d for d, rs in by_dialogue.items() if r in {x["reason"] for x in rs})
                           for r in sorted(reasons)},
         "dialogues": [{"dialogue_id": d, "reasons": by_dialogue[d]} for d in sorted(by_dialogue)],
@@ -218,12 +219,14 @@ def summarise(items: list[Quarantined], n_selected: int, bound: float) -> dict[s
 
 
 def share_problem(summary: dict[str, Any]) -> str | None:
-    """The message that blocks a release whose quarantined share is over the bound, else ``None``."""
-    if summary["share"] <= summary["bound"] or not summary["quarantined"]:
+    """The message that blocks a release whose quarantined share is over the bound and whose quarantined count is
+    over the floor, else ``None``."""
+    if summary["share"] <= summary["bound"] or summary["quarantined"] <= summary.get("floor", 0):
         return None
     top = ", ".join(f"{r} {n}" for r, n in sorted(summary["by_reason"].items(), key=lambda kv: -kv[1])[:8])
     return (f"quarantined share {summary['share']:.1%} ({summary['quarantined']} of {summary['selected']} dialogues) "
-            f"is over the bound publish.max_quarantine_share = {summary['bound']:.1%}; reasons: {top}")
+            f"is over the bound publish.max_quarantine_share = {summary['bound']:.1%} (and over "
+            f"publish.quarantine_floor = {summary.get('floor', 0)} dialogues); reasons: {top}")
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -233,7 +236,7 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 def manifest_entry(summary: dict[str, Any]) -> dict[str, Any]:
     """What the manifest carries: counts per reason and the ids (details are in ``quarantine.json``)."""
-    keys = ("selected", "quarantined", "share", "bound", "by_reason", "ids_by_reason", "resynthesised")
+    keys = ("selected", "quarantined", "share", "bound", "floor", "by_reason", "ids_by_reason", "resynthesised")
     return {k: summary[k] for k in keys if k in summary} | {"file": QUARANTINE_FILE}
 
 
@@ -248,8 +251,8 @@ def card_lines(entry: dict[str, Any] | None) -> list[str]:
     if not entry["quarantined"]:
         return lines + [f"Nothing: all {entry['selected']} selected dialogues passed the dialogue gates.", ""]
     lines += [f"{entry['quarantined']} of {entry['selected']} selected dialogues ({entry['share']:.2%}; bound "
-              f"{entry['bound']:.0%}) failed a dialogue gate and are left out; `{QUARANTINE_FILE}` lists every "
-              "dialogue with its reasons.", "", "| reason | dialogues | ids |", "|---|---:|---|"]
+              f"{entry['bound']:.0%} beyond {entry.get('floor', 0)} dialogues) failed a dialogue gate and are left "
+              f"out; `{QUARANTINE_FILE}` lists every dialogue with its reasons.", "", "| reason | dialogues | ids |", "|---|---:|---|"]
     for reason, n in sorted(entry["by_reason"].items(), key=lambda kv: -kv[1]):
         ids = entry["ids_by_reason"][reason]
         shown = ", ".join(f"`{i}`" for i in ids[:5]) + (f" (+{len(ids) - 5})" if len(ids) > 5 else "")
@@ -263,7 +266,8 @@ def report_html(entry: dict[str, Any] | None) -> str:
         return ""
     e = html.escape
     head = (f"<h2>Quarantined</h2><p>{entry['quarantined']} of {entry['selected']} selected dialogues "
-            f"({entry['share']:.2%}; bound {entry['bound']:.0%}) left out; details in {e(QUARANTINE_FILE)}.</p>")
+            f"({entry['share']:.2%}; bound {entry['bound']:.0%} beyond {entry.get('floor', 0)} dialogues) left out; "
+            f"details in {e(QUARANTINE_FILE)}.</p>")
     if not entry["quarantined"]:
         return head
     rows = "".join(f"<tr><td>{e(r)}</td><td>{n}</td><td>{e(', '.join(entry['ids_by_reason'][r][:20]))}</td></tr>"

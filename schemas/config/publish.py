@@ -66,6 +66,9 @@ class PublishConfig(Section):
         default_factory=ImportedValidationConfig, description="bounds of imported real dialogues (dailydialog, meld)")
     max_quarantine_share: float = Field(
         0.05, ge=0, le=1, description="a release is blocked when more than this share of its dialogues is quarantined")
+    quarantine_floor: int = Field(
+        2, ge=0, description="this many quarantined dialogues never block a release, whatever their share (a share of "
+                             "a dozen dialogues says nothing about a systematic fault; one bad clip is no veto)")
     row_group_size: int = Field(50_000, ge=1000)
     report: bool = Field(True, description="write the HTML/PNG report into the release")
     audio: Literal["auto", "require", "off"] = Field(
