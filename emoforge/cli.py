@@ -19,8 +19,8 @@ import typer
 
 from emoforge import commands
 
-_DECLARED = re.compile(r"""@app\.command\(\s*["']([\w-]+)["']|app\.add_typer\([^)]*?name=["']([\w-]+)["']"""
-                       r"""|@app\.command\(\)\s*\n\s*def (\w+)""")
+_DECLARED = re.compile(r"""@(?:app|commands)\.command\(\s*["']([\w-]+)["']|app\.add_typer\([^)]*?name=["']([\w-]+)["']"""
+                       r"""|@(?:app|commands)\.command\(\)\s*\n\s*def (\w+)""")
 
 
 def command_modules() -> list[str]:

@@ -27,3 +27,20 @@ def open_home(home: Path | None) -> Path:
 def fail(message: str, code: int = 2) -> "typer.Exit":
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+class Commands:
+    """Top-level commands defined at module level (``@commands.command()``), added to the app by ``register``."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple] = []
+
+    def command(self, *args, **kwargs):
+        def add(fn):
+            self._items.append((fn, args, kwargs))
+            return fn
+        return add
+
+    def register(self, app: typer.Typer) -> None:
+        for fn, args, kwargs in self._items:
+            app.command(*args, **kwargs)(fn)
