@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from emoforge import commands
+from schemas.home import offline_env, resolve_home
 
 _DECLARED = re.compile(r"""@(?:app|commands)\.command\(\s*["']([\w-]+)["']|app\.add_typer\([^)]*?name=["']([\w-]+)["']"""
                        r"""|@(?:app|commands)\.command\(\)\s*\n\s*def (\w+)""")
@@ -59,7 +60,20 @@ def __getattr__(name: str):  # ``from emoforge.cli import app``: every command, 
     raise AttributeError(name)
 
 
+def home_argument(argv: list[str]) -> str | None:
+    """The ``--home`` value of a command line (``--home PATH`` or ``--home=PATH``), without parsing the rest."""
+    for i, arg in enumerate(argv):
+        if arg == "--home" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--home="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def main() -> None:  # pragma: no cover - thin wrapper (the console script)
+    # Prefect reads its settings (PREFECT_HOME, the ephemeral server's start-up timeout, logging) once, when it is
+    # imported, and the command modules import it: the home's offline switches must be in the environment first.
+    offline_env(resolve_home(home_argument(sys.argv[1:])))
     words = [a for a in sys.argv[1:] if not a.startswith("-")]
     mod = command_index().get(words[0]) if words else None
     sys.exit(build_app([mod] if mod else None)())
