@@ -351,6 +351,18 @@ def unavailable_judgement(jid: str, dialogue_id: str, why: str) -> Judgement:
                      rationale=f"emotion judge unavailable: {why[:300]}")
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A judge that cannot be built fails the same way for every dialogue: say so once per process, not per dialogue."""
+    with _LOCK:
+        if message in _WARNED:
+            return
+        _WARNED.add(message)
+    log.warning("%s", message)
+
+
 async def emotion_judgement(home: Path, jid: str, dialogue_id: str, texts: Sequence[str], emotions: Sequence[str],
                             tax: Taxonomy) -> Judgement:
     """The classifier judgement of a dialogue, computed off the event loop (the first call may train the head);
@@ -359,7 +371,7 @@ async def emotion_judgement(home: Path, jid: str, dialogue_id: str, texts: Seque
         try:
             return classifier_judgement(judge_for_home(home), jid, dialogue_id, texts, emotions, tax)
         except (EmotionJudgeError, EmbedderMissing, ImportError, OSError) as exc:
-            log.warning("emotion judge unavailable: %s", exc)
+            _warn_once(f"emotion judge unavailable: {exc} (every dialogue it would decide stays uncertain)")
             return unavailable_judgement(jid, dialogue_id, str(exc))
 
     return await asyncio.to_thread(run)

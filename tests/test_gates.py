@@ -185,3 +185,24 @@ def test_each_model_kind_gets_its_prompt_style():
     assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "user", "content": "Say it better."}
     # the instructions a reply must not copy: never an earlier (assistant) reply
     assert "bad" not in instructions_text(msgs).split() and "naturally" in instructions_text(msgs)
+
+
+def test_an_unavailable_emotion_judge_is_reported_once_not_per_dialogue(tmp_path, monkeypatch, caplog):
+    """Without its training data the judge fails the same way for every dialogue: every dialogue gets an
+    ``uncertain`` judgement naming the cause, and the log says it once (a 65,600-dialogue build logged it per
+    dialogue)."""
+    import asyncio
+
+    from flows import emotion_judge as ej
+    from schemas.taxonomy import load_taxonomy
+
+    monkeypatch.setenv("EMOFORGE_BENCHDATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(ej, "_WARNED", set())
+    tax = load_taxonomy()
+    with caplog.at_level("WARNING", logger="emoforge.emotion_judge"):
+        out = [asyncio.run(ej.emotion_judgement(tmp_path / "home", f"j{i}", f"d{i}", ["Hi there.", "Oh no!"],
+                                                ["Happy", "Sad"], tax)) for i in range(3)]
+    assert [j.verdict for j in out] == ["uncertain"] * 3
+    assert all("nowhere" in j.rationale and "goemotions" in j.rationale for j in out)
+    warned = [r for r in caplog.records if "emotion judge unavailable" in r.getMessage()]
+    assert len(warned) == 1 and "nowhere" in warned[0].getMessage()
