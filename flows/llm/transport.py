@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import httpx2  # openai's HTTP types: its SSL context, so https endpoints verify as they did through the client
 
 PLACEHOLDER_KEY = "no-key"  # what an auth-less server (llama.cpp, the stub) sees when no api_key_env is set
 
@@ -70,6 +71,18 @@ def parse_completion(raw: bytes) -> Completion:
                             f"{raw[:200]!r}") from exc
 
 
+_SSL: Any = None
+
+
+def _ssl_context() -> Any:
+    """The openai client's SSL context (certifi's CA bundle, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), built
+    once: a TLS endpoint is verified exactly as it was through ``DefaultAioHttpClient``."""
+    global _SSL
+    if _SSL is None:
+        _SSL = httpx2.create_ssl_context(verify=True, trust_env=True)
+    return _SSL
+
+
 class ChatTransport:
     """One endpoint's connection pool (created in the running event loop on first use; ``aclose`` ends it)."""
 
@@ -83,7 +96,7 @@ class ChatTransport:
         if self._session is None or self._session.closed:
             # a connection per request in flight (aiohttp's own default would cap at 100)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0),
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, ssl=_ssl_context()),
                 timeout=self.timeout, trust_env=False)
         return self._session
 
