@@ -8,6 +8,8 @@ In one run, against ONE stub server in its own process (fixed latency, no faults
               publish off) for N dialogues, each size in a fresh process (its own peak RSS, ``ru_maxrss``) sharing
               one Prefect server, and a separate profiled run at the smallest size (cProfile of the main thread and
               of every shard thread, merged).
+  bare_transport : the same loop on the pool's own HTTP path (``flows.llm.transport``, a plain aiohttp POST), so the
+              pipeline's cost beyond its transport shows (``ratio_vs_bare_transport``, ``cpu_ratio_vs_bare_transport``).
 Reports ``ratio_vs_bare`` (build calls/s at the largest size / bare calls/s; target >= 0.9), ``cpu_ratio_vs_bare``
 (the bare loop's CPU per call / the build's, whole build process: on a loaded machine both sides are CPU-starved and
 this is the steadier figure), wall time per stage (``phases_s``), calls/s, peak RSS
@@ -174,6 +176,28 @@ async def bare_calls_per_s(url: str, n: int, concurrency: int) -> tuple[float, f
     return n / dt, 1000 * dcpu / n
 
 
+async def bare_transport_calls_per_s(url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """(calls/s, CPU ms per call) of a bare loop over the pool's own HTTP path (``flows.llm.transport``): what the
+    pipeline costs beyond its transport."""
+    from flows.llm.transport import ChatTransport
+
+    tr = ChatTransport(url, 30.0, max_connections=max(100, 2 * concurrency))
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        msgs = [{"role": "system", "content": "Domain: travel. You are speaker A."},
+                {"role": "user", "content": f"Turn {i}. Reply in one line. Emotion: curious"}]
+        async with sem:
+            await tr.chat({"model": "m1", "messages": msgs, "max_tokens": 64})
+
+    await asyncio.gather(*[one(-1 - i) for i in range(min(200, n))])
+    t, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*[one(i) for i in range(n)])
+    dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
+    await tr.aclose()
+    return n / dt, 1000 * dcpu / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="250 and 1000 dialogues")
@@ -220,6 +244,8 @@ def main() -> None:
             bare_rate, bare_cpu = asyncio.run(bare_calls_per_s(url, bare_n, total))
             res["bare_calls_per_s"], res["bare_cpu_ms_per_call"] = round(bare_rate, 1), round(bare_cpu, 3)
             res["bare_calls"] = bare_n
+            lean_rate, lean_cpu = asyncio.run(bare_transport_calls_per_s(url, bare_n, total))
+            res["bare_transport_calls_per_s"], res["bare_transport_cpu_ms_per_call"] = round(lean_rate, 1), round(lean_cpu, 3)
             if not args.no_profile:
                 n_prof = args.profile_size or sizes[0]
                 prof = run_child(tmp / "home-profile", models, n_prof, env, profile=True, profile_out=args.profile_out)
@@ -239,6 +265,9 @@ def main() -> None:
     # on a loaded machine the processes are CPU-starved: the client-side CPU per call is the steadier comparison
     res["cpu_ms_per_call"] = round(1000 * big["cpu_s"] / big["calls"], 3)
     res["cpu_ratio_vs_bare"] = round(res["bare_cpu_ms_per_call"] / res["cpu_ms_per_call"], 3)
+    # the same with the bare loop on the pool's own transport: the pipeline's cost beyond its HTTP path
+    res["ratio_vs_bare_transport"] = round(big["calls_per_s"] / res["bare_transport_calls_per_s"], 3)
+    res["cpu_ratio_vs_bare_transport"] = round(res["bare_transport_cpu_ms_per_call"] / res["cpu_ms_per_call"], 3)
     res["rss_ratio"] = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
     res["rss_sizes"] = [sizes[0], sizes[-1]]
     res["targets"] = {"ratio_vs_bare": ">= 0.9", "rss_ratio": "<= 1.25"}

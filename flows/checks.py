@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Iterable, Sequence
 
 from schemas.defects import CATALOGUE, Defect, DefectContext, function_word_share, latin_share
@@ -209,6 +210,12 @@ class GateContext:
     expected_turns: int | None = None
     prompt: str = ""  # the instructions of the call (a reply must not copy them)
 
+    @cached_property
+    def defects(self) -> DefectContext:
+        """The same context as the defect catalogue sees it (built once per turn, shared by its classes)."""
+        return DefectContext(earlier=tuple(self.earlier), prompt=self.prompt, word_cap=self.word_cap,
+                             finish_reason=self.finish_reason, language=self.language)
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -277,8 +284,7 @@ def _defect_gate(defect: Defect) -> Gate:
     """A class of the defect catalogue (:mod:`schemas.defects`) as a turn gate."""
 
     def check(text: str, ctx: GateContext) -> str | None:
-        return defect.check(text, DefectContext(earlier=tuple(ctx.earlier), prompt=ctx.prompt, word_cap=ctx.word_cap,
-                                                finish_reason=ctx.finish_reason, language=ctx.language)) or None
+        return defect.check(text, ctx.defects) or None
 
     return Gate(defect.name, check, defect.guidance.replace("{", "{{").replace("}", "}}"))
 

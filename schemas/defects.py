@@ -190,18 +190,23 @@ def copy_of_prompt(text: str, ctx: DefectContext) -> str | None:
     words = normalise_text(text).split()
     if len(words) < 3:
         return None
-    pw = normalise_text(ctx.prompt).split()
-    history = [normalise_text(t).split() for t in ctx.earlier]
+    # an n-gram of normalised words is in a normalised text iff " <its words> " is in " <the text> " (the words hold
+    # no spaces): the turn's few n-grams are looked up instead of building the prompt's and history's n-gram sets
+    prompt = f" {normalise_text(ctx.prompt)} "
+    history = [f" {normalise_text(t)} " for t in ctx.earlier]
     for n in (6, 3):
-        seen = set().union(*(_grams(h, n) for h in history)) if history else set()
-        prompt_only = _grams(pw, n) - seen
         mine = _grams(words, n)
-        hit = mine & prompt_only
+        hit = {g for g in mine if _in_text(g, prompt) and not any(_in_text(g, h) for h in history)}
         if n == 6 and hit:
             return f"copies the prompt: {' '.join(sorted(hit)[0])!r}"
         if n == 3 and len(words) >= 4 and mine and len(hit) / len(mine) >= 0.6:
             return f"{len(hit)} of {len(mine)} word triples from the prompt"
     return None
+
+
+def _in_text(gram: tuple[str, ...], padded: str) -> bool:
+    """Whether the word n-gram occurs in ``padded`` (normalised text with a space at each end)."""
+    return f" {' '.join(gram)} " in padded
 
 
 # ---- truncation ------------------------------------------------------------------------------------------------
@@ -275,21 +280,39 @@ _MOJIBAKE = re.compile(r"â€|Ã[\x80-\xbf]|Â[\xa0-\xbf]|\ufffd|ï»¿")
 _PICTOGRAPH = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
 
 
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # the ASCII characters of category Cc, less \t and \n
+
+
+_LETTER_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+
+
 def latin_share(text: str) -> float:
+    if text.isascii():  # every ASCII letter is Latin (and no letters at all is 1.0 too)
+        return 1.0
     letters = [ch for ch in text if ch.isalpha()]
     if not letters:
         return 1.0
     return sum(1 for ch in letters if ch.isascii() or "LATIN" in unicodedata.name(ch, "")) / len(letters)
 
 
-def function_word_share(text: str) -> float:
-    words = [w.lower() for w in re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?", text)]
+def _letter_words(text: str) -> list[str]:
+    return [w.lower() for w in _LETTER_WORD.findall(text)]
+
+
+def _english_share(words: Sequence[str]) -> float:
     return sum(1 for w in words if w.replace("’", "'") in _FUNCTION_WORDS_EN) / len(words) if words else 0.0
+
+
+def function_word_share(text: str) -> float:
+    return _english_share(_letter_words(text))
 
 
 def charset_off(text: str, ctx: DefectContext) -> str | None:
     """Characters a speaker cannot say: control characters, the replacement character or mojibake, emoji and
     pictographs, or (for a Latin-script language) two or more letters of another script."""
+    if text.isascii():  # mojibake, pictographs and other scripts are all non-ASCII: only control characters remain
+        m = _ASCII_CONTROL.search(text)
+        return f"control character U+{ord(m.group(0)):04X}" if m else None
     ctrl = [ch for ch in text if unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs") and ch not in "\n\t"]
     if ctrl:
         return f"control character U+{ord(ctrl[0]):04X}"
@@ -312,17 +335,16 @@ def language_off(text: str, ctx: DefectContext) -> str | None:
     and under 10% English function words (gibberish)."""
     if ctx.language != "en":
         return None
-    words = [w.lower() for w in re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?", text)]
+    words = _letter_words(text)
+    en = _english_share(words)  # function_word_share(text): the same words
     if len(words) >= 5:
-        en = sum(1 for w in words if w.replace("’", "'") in _FUNCTION_WORDS_EN) / len(words)
         lang, share = max(((k, sum(1 for w in words if w in v) / len(words)) for k, v in _FOREIGN_SETS.items()),
                           key=lambda kv: kv[1])
         if share >= 0.25 and share > en:
             return f"{lang} function words {share:.0%} > english {en:.0%}"
     if count_words(text) < 8:
         return None
-    share = function_word_share(text)
-    return f"english function words {share:.0%}" if share < 0.1 else None
+    return f"english function words {en:.0%}" if en < 0.1 else None
 
 
 # ---- size ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,6 +44,17 @@ _NOT_ALNUM = re.compile(r"[\W_]+")  # \w is str.isalnum() plus "_"
 def normalise_text(text: str) -> str:
     """Lower-cased alphanumeric runs joined by single spaces: each character lowered on its own, everything else
     a separator."""
+    # the turn gates normalise every earlier turn of a dialogue again for each new turn (and in several gates): turns
+    # (short texts) are remembered; long ones (prompts, whole dialogues) are not, to keep the cache small
+    return _normalise_turn(text) if len(text) <= 400 else _normalise(text)
+
+
+@lru_cache(maxsize=4096)
+def _normalise_turn(text: str) -> str:
+    return _normalise(text)
+
+
+def _normalise(text: str) -> str:
     if "\u03a3" in text:  # capital sigma: str.lower() of a whole word gives a final sigma, one character's does not
         return " ".join("".join(ch.lower() if ch.isalnum() else " " for ch in text).split())
     return " ".join(_NOT_ALNUM.sub(" ", text).lower().split())

@@ -1,14 +1,14 @@
 """``LLMPool``: every LLM call of a run goes through here (OpenAI chat-completions protocol, any compatible server).
 
 What it does per call: cache lookup (``CallCache``) → wait for a slot on the least-busy replica (AIMD limiter,
-``limiter.py``) → the ``AsyncOpenAI`` client's ``post`` to ``/chat/completions`` over the aiohttp transport (the
+``limiter.py``) → ``POST /chat/completions`` on the replica's aiohttp session (:mod:`flows.llm.transport`, the
 body as is) → classify the outcome → retry retryable failures with full-jitter exponential backoff (``Retry-After`` honoured, and the replica cools
 down meanwhile) → store the completion → account tokens and latency.
 
-The openai client's own retries are switched off (``max_retries=0``) on purpose: its retry loop sleeps while
-holding our concurrency slot, cannot move a retry to another replica, and hides 429s from the AIMD limiter. Its
-transport (aiohttp via ``DefaultAioHttpClient``), timeouts, error classes and header redaction in debug logs are used
-as they are.
+The ``AsyncOpenAI`` client is not on this path: its retries had to be off anyway (its retry loop sleeps while
+holding our concurrency slot, cannot move a retry to another replica, and hides 429s from the AIMD limiter), and
+its request and response models cost 5x the CPU of the request itself, which at low latency bounds a build's
+calls/s (:mod:`flows.llm.transport` says what replaced it). ``flows.llm.health`` still uses the client.
 
 Failure kinds (``LLMCallError.kind``): ``rate_limit``, ``server`` (5xx), ``timeout``, ``connection`` (retried);
 ``length`` (finish_reason == "length": truncated output is a failure), ``invalid_json``, ``bad_request``, ``auth``,
@@ -29,13 +29,10 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2  # the transport types of openai's DefaultAioHttpClient
 import jsonschema
-import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient
-from openai.types.chat import ChatCompletion
 
 from flows.llm.cache import CallCache, call_key
+from flows.llm.transport import ChatTransport, EndpointError
 from schemas.config.models import ModelsConfig, ModelSpec
 from schemas.stats import percentile
 from flows.llm.limiter import Endpoint, Router
@@ -144,28 +141,14 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _classify(exc: BaseException) -> tuple[str, int | None, float | None]:
-    """(kind, http status, retry-after seconds) of an exception raised by the openai client."""
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, asyncio.TimeoutError):
-        # the aiohttp transport reports every connection failure (refused, reset) as a connect *timeout*
+    """(kind, http status, retry-after seconds) of an exception raised by the transport."""
+    if isinstance(exc, EndpointError):
+        retryable = exc.kind in ("rate_limit", "timeout", "server")
+        return exc.kind, exc.status, _retry_after(exc.headers) if retryable else None
+    if isinstance(exc, asyncio.TimeoutError):
         if any(isinstance(c, OSError) and not isinstance(c, TimeoutError) for c in _causes(exc)):
             return "connection", None, None
         return "timeout", None, None
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection", None, None
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        ra = _retry_after(getattr(exc.response, "headers", None))
-        if status == 429:
-            return "rate_limit", status, ra
-        if status in (408,):
-            return "timeout", status, ra
-        if status == 409 or status >= 500:
-            return "server", status, ra
-        if status in (401, 403):
-            return "auth", status, None
-        if status == 404:
-            return "not_found", status, None
-        return "bad_request", status, None
     if isinstance(exc, (json.JSONDecodeError, ValueError, KeyError, IndexError, TypeError, AttributeError)):
         return "server", None, None  # malformed response body
     return "connection", None, None
@@ -230,14 +213,14 @@ class LLMPool:
         self._outcomes: deque[bool] = deque(maxlen=config.error_window)
         self._stopped: str | None = None
         self._inflight: dict[str, asyncio.Future] = {}
-        self._clients: list[Any] = []
+        self._clients: list[ChatTransport] = []
         self._opened = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def _open(self) -> None:
         if self._opened:
             return
-        by_url: dict[tuple[str, float], Any] = {}
+        by_url: dict[tuple[str, float], ChatTransport] = {}
         for name, spec in self.config.models.items():
             self._stats.setdefault(name, ModelStats())
             eps = []
@@ -249,15 +232,8 @@ class LLMPool:
                 ck = (es.base_url, spec.timeout_s)
                 client = by_url.get(ck)
                 if client is None:
-                    # a connection per request in flight (aiohttp's own default would cap at 100)
-                    http = DefaultAioHttpClient(
-                        limits=httpx2.Limits(max_connections=max(100, 2 * ceiling), max_keepalive_connections=ceiling),
-                        timeout=httpx2.Timeout(spec.timeout_s, connect=min(10.0, spec.timeout_s)),
-                    )
-                    # the key goes in per request (read from the environment at call time); this placeholder is
-                    # only what an auth-less server (llama.cpp, the stub) sees
-                    client = AsyncOpenAI(base_url=es.base_url, api_key="no-key", max_retries=0,
-                                         timeout=spec.timeout_s, http_client=http)
+                    # the key goes in per request (read from the environment at call time)
+                    client = ChatTransport(es.base_url, spec.timeout_s, max_connections=max(100, 2 * ceiling))
                     by_url[ck] = client
                     self._clients.append(client)
                 eps.append(Endpoint(url=es.base_url, ceiling=ceiling, policy=self.config.aimd,
@@ -278,7 +254,7 @@ class LLMPool:
             r.close()
         for c in self._clients:
             try:
-                await c.close()
+                await c.aclose()
             except Exception:  # pragma: no cover - best effort on shutdown
                 pass
         self._clients.clear()
@@ -387,10 +363,6 @@ class LLMPool:
         router = self._routers[model]
         st = self._stats[model]
         pol = self.config.retry
-        # the body goes to the client's ``post`` as it is: ``chat.completions.create`` first walks every parameter
-        # recursively against its TypedDicts (``async_maybe_transform``: about a tenth of a build's CPU in a
-        # profile); the transport, the error classes, the response type and the auth handling are the client's
-        # own, as in ``create``
         body: dict[str, Any] = {"model": spec.request_name, "messages": messages, **eff}
         if response_format is not None:
             body["response_format"] = response_format
@@ -405,27 +377,18 @@ class LLMPool:
             started = time.monotonic()
             if st.first_start is None:
                 st.first_start = started
-            headers = None
+            api_key = None
             retry_after = None
             try:
                 if ep.api_key_env:
-                    value = os.environ.get(ep.api_key_env)
-                    if not value:
+                    api_key = os.environ.get(ep.api_key_env)
+                    if not api_key:
                         raise LLMCallError("auth", f"environment variable {ep.api_key_env} is not set", model=model)
-                    headers = {"Authorization": f"Bearer {value}"}
                 # the transport's timeout is per socket read; this one bounds the whole call
                 async with asyncio.timeout(spec.timeout_s + 1.0):
-                    options: dict[str, Any] = {"timeout": spec.timeout_s, "security": {"bearer_auth": True}}
-                    if headers:
-                        options["headers"] = headers
-                    resp = await ep.client.post("/chat/completions", cast_to=ChatCompletion, body=body,
-                                                options=options)
-                choice = resp.choices[0]
-                text = choice.message.content or ""
-                finish = choice.finish_reason or "stop"
-                usage = resp.usage
-                ptok = int(getattr(usage, "prompt_tokens", 0) or 0)
-                ctok = int(getattr(usage, "completion_tokens", 0) or 0)
+                    reply = await ep.client.chat(body, api_key)
+                text, finish = reply.text, reply.finish_reason
+                ptok, ctok = reply.prompt_tokens, reply.completion_tokens
             except LLMCallError:
                 router.release(ep)
                 raise
