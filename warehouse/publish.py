@@ -25,7 +25,6 @@ import os
 import shutil
 import uuid
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,12 @@ import pyarrow as pa
 
 from schemas.config import Config, PublishConfig, load_config
 from schemas.home import code_version
-from schemas.difficulty import bucket_edges, bucket_of, difficulty
+from schemas.difficulty import bucket_edges, bucket_of
 from schemas.expectations import validate_release
 from schemas.expectations_audio import validate_audio
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.agreement import agreement_summary
+from warehouse.difficulty_table import dialogue_difficulty
 from warehouse.effective import effective_views
 from warehouse.evaluation import evaluate_after_publish
 from warehouse.evaluation_file import evaluation_summary
@@ -273,29 +273,17 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
 
 
 def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
-    """PRC-Emo difficulty per dialogue (its speakers and labels in turn order, listed by DuckDB) and its bucket
-    (quantile edges over the train split); registers ``dif`` (id, difficulty, bucket); returns the edges."""
-    dif: dict[str, float] = {}
-    reader = con.sql(
-        "SELECT t.dialogue_id, list(t.speaker ORDER BY t.idx), list(t.label ORDER BY t.idx) "
-        "FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id GROUP BY t.dialogue_id"
-    ).to_arrow_reader(50_000)
-    k, b = pc.difficulty.k, pc.difficulty.b
-
-    @lru_cache(maxsize=None)
-    def sim(x: str, y: str) -> float:  # an unknown label scores 0 here; the gate then names its row
-        return tax.similarity(x, y) if x in tax.emotion and y in tax.emotion else 0.0
-
-    for batch in reader:
-        for did, spk, lab in zip(*(batch.column(i).to_pylist() for i in range(3))):
-            dif[did] = difficulty(spk, lab, sim, k, b)
-    train_vals = [v for d, v in dif.items() if split_of.get(d) == "train"] or list(dif.values())
+    """PRC-Emo difficulty per dialogue (``warehouse.difficulty_table``: all dialogues at once, the numbers of
+    ``schemas.difficulty.difficulty``) and its bucket (quantile edges over the train split); registers ``dif``
+    (id, difficulty, bucket); returns the edges."""
+    ids, values = dialogue_difficulty(con, tax, pc.difficulty.k, pc.difficulty.b)
+    id_list = ids.to_pylist()
+    train_vals = [v for d, v in zip(id_list, values.tolist()) if split_of.get(d) == "train"] or values.tolist()
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
-    ids = sorted(dif)
     con.register("dif", pa.table({
-        "id": pa.array(ids, pa.string()),
-        "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
-        "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
+        "id": ids,
+        "difficulty": pa.array(values, pa.float64()),
+        "bucket": pa.array([bucket_of(v, edges) for v in values.tolist()], pa.int64()),
     }))
     return edges
 
