@@ -18,6 +18,12 @@ class GXRunner:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         import great_expectations as gx  # noqa: PLC0415 - heavy (seconds): imported only when a gate runs
         from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415 - same
+        from great_expectations.execution_engine import pandas_execution_engine  # noqa: PLC0415 - same
+
+        # GX fingerprints every pandas batch it loads (pandas.util.hash_pandas_object over all rows, twice per
+        # run: half of the gate's time on a release) for a batch marker that no result of ours keeps; frames at or
+        # above this size are not fingerprinted, so 0 turns it off
+        pandas_execution_engine.HASH_THRESHOLD = 0
 
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         self.gx = gx
