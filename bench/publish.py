@@ -98,7 +98,7 @@ def child(kind: str, home: str, audio: bool) -> None:
     stages: dict[str, float] = {}
     if kind == "publish":
         _timed_stages(stages)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu()
     if kind == "publish":
         out = publish_release(home, cfg, evaluate=False)
         rows = out["n_utterances"]
@@ -116,9 +116,16 @@ def child(kind: str, home: str, audio: bool) -> None:
         _bare_write(con, f"SELECT d.*{mix} WHERE d.status = 'accepted'", out_dir / "dialogues.parquet",
                     Path(home) / "audio" if audio else None, pa, pq)
     seconds = time.perf_counter() - t0
+    cpu_s = _cpu() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows, "cpu_s": round(cpu_s, 3),
                       "stages_s": {k: round(v, 3) for k, v in stages.items()}}))
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its waited-for children (the report's plot workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _bare_write(con, sql: str, path: Path, audio_root: Path | None, pa, pq) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -55,9 +56,13 @@ class GXRunner:
         self._n += 1
         asset = self.source.add_dataframe_asset(f"{name}_{self._n}")
         batch_def = asset.add_batch_definition_whole_dataframe(f"all_{self._n}")
-        suite = self.context.suites.add(self.gx.ExpectationSuite(name=f"{name}_{self._n}"))
-        # a copy per run: GX gives each expectation added to a suite its own id
-        added = [suite.add_expectation(exp.copy(update={"id": None})) for exp in expectations]
+        # a copy per run with an id of its own (results come back by id); the suite is not saved to the context:
+        # saving serialises the whole suite again for every expectation added, seconds over a release's runs
+        suite = self.gx.ExpectationSuite(name=f"{name}_{self._n}",
+                                         expectations=[exp.copy(update={"id": None}) for exp in expectations])
+        added = list(suite.expectations)
+        for exp in added:
+            exp.id = str(uuid.uuid4())
         batch = batch_def.get_batch(batch_parameters={"dataframe": df})
         result = batch.validate(suite, result_format=result_format)
         by_id = {str(r.expectation_config.id): r for r in result.results}
