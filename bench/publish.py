@@ -57,8 +57,10 @@ STAGES = (("warehouse.publish", "_select"), ("warehouse.publish", "_quarantine")
           ("warehouse.report", "plot_all"), ("warehouse.report", "extra_sections"))
 
 
-def _timed_stages(stages: dict) -> None:
-    """Wall time per stage of a publish (summed over calls), by wrapping the functions ``publish_release`` calls."""
+def _timed_stages(stages: dict, cpu: dict) -> None:
+    """Wall time and process CPU time per stage of a publish (summed over calls), by wrapping the functions
+    ``publish_release`` calls (CPU: of the whole process meanwhile, so a stage overlapping another in a thread
+    counts the other's CPU too)."""
     import importlib
     import threading
 
@@ -66,12 +68,13 @@ def _timed_stages(stages: dict) -> None:
 
     def wrap(name: str, real):
         def timed(*args, **kwargs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return real(*args, **kwargs)
             finally:
                 with lock:
                     stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
+                    cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
         return timed
 
     for mod_name, fn in STAGES:
@@ -96,8 +99,9 @@ def child(kind: str, home: str, audio: bool) -> None:
     cfg = load_config(publish={"sources": ["synthetic"], "report": True, "audio": "require" if audio else "off"})
     wh = Warehouse(home)
     stages: dict[str, float] = {}
+    stages_cpu: dict[str, float] = {}
     if kind == "publish":
-        _timed_stages(stages)
+        _timed_stages(stages, stages_cpu)
     t0, cpu0 = time.perf_counter(), _cpu()
     if kind == "publish":
         out = publish_release(home, cfg, evaluate=False)
@@ -119,7 +123,8 @@ def child(kind: str, home: str, audio: bool) -> None:
     cpu_s = _cpu() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows, "cpu_s": round(cpu_s, 3),
-                      "stages_s": {k: round(v, 3) for k, v in stages.items()}}))
+                      "stages_s": {k: round(v, 3) for k, v in stages.items()},
+                      "stages_cpu_s": {k: round(v, 3) for k, v in stages_cpu.items()}}))
 
 
 def _cpu() -> float:
@@ -257,7 +262,9 @@ def run_scale(n: int, flush: int, audio: bool) -> dict:
             "bare_s": round(bare["seconds"], 3), "publish_s": round(pub["seconds"], 3),
             "ratio_vs_pyarrow": round(pub["seconds"] / bare["seconds"], 2),
             "peak_rss_mb": round(pub["peak_rss_mb"]), "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
-            "stages_s": pub.get("stages_s", {})}
+            "cpu_s": pub.get("cpu_s"), "bare_cpu_s": bare.get("cpu_s"),
+            "cpu_ratio_vs_pyarrow": round(pub["cpu_s"] / bare["cpu_s"], 2) if bare.get("cpu_s") else None,
+            "stages_s": pub.get("stages_s", {}), "stages_cpu_s": pub.get("stages_cpu_s", {})}
 
 
 def main() -> None:
@@ -292,12 +299,13 @@ def main() -> None:
     text = results[0]
     line = {"bench": "publish", "dialogues": text["dialogues"], "ratio_vs_pyarrow": text["ratio_vs_pyarrow"],
             "peak_rss_mb": text["peak_rss_mb"], "publish_s": text["publish_s"], "bare_s": text["bare_s"],
-            "parts": text["parts"], "stages_s": text["stages_s"], "quick": args.quick}
+            "cpu_ratio_vs_pyarrow": text["cpu_ratio_vs_pyarrow"], "parts": text["parts"],
+            "stages_s": text["stages_s"], "stages_cpu_s": text["stages_cpu_s"], "quick": args.quick}
     if n_audio:
         a = results[1]
         line |= {"dialogues_audio": a["dialogues"], "ratio_vs_pyarrow_audio": a["ratio_vs_pyarrow"],
                  "peak_rss_mb_audio": a["peak_rss_mb"], "publish_s_audio": a["publish_s"], "bare_s_audio": a["bare_s"],
-                 "stages_s_audio": a["stages_s"]}
+                 "cpu_ratio_vs_pyarrow_audio": a["cpu_ratio_vs_pyarrow"], "stages_s_audio": a["stages_s"]}
     if args.tenx:
         t = results[-1]
         line |= {"dialogues_10x": t["dialogues"], "ratio_vs_pyarrow_10x": t["ratio_vs_pyarrow"],
