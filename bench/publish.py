@@ -22,7 +22,12 @@ starts in both:
 * ``bare`` = the same joined rows read from the same store by DuckDB and streamed into Parquet by
   ``pyarrow.parquet.ParquetWriter`` (utterances and dialogues; with audio: each row's clip bytes read from its file).
 
-Ends with one JSON line: ``ratio_vs_pyarrow`` (text only) and ``ratio_vs_pyarrow_audio`` (audio variant).
+The publish child also times each stage (``stages_s``: wall seconds per stage function of ``warehouse.publish`` and
+of the report, wrapped the way ``bench/build_throughput.py`` wraps the build's; stages that overlap in threads each
+count their own wall time, so the stages may add up to more than ``publish_s``).
+
+Ends with one JSON line: ``ratio_vs_pyarrow`` (text only) and ``ratio_vs_pyarrow_audio`` (audio variant), with
+``stages_s`` of each.
 """
 
 from __future__ import annotations
@@ -42,6 +47,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SAMPLE_RATE = 8000
+# (module, function) of every stage timed in the publish child; a stage missing from a tree is skipped
+STAGES = (("warehouse.publish", "_select"), ("warehouse.publish", "_quarantine"), ("warehouse.publish", "dialogue_gates"),
+          ("warehouse.publish", "_audio_pass"), ("warehouse.publish", "_splits"),
+          ("warehouse.publish", "_difficulty"), ("warehouse.publish", "write_splits"), ("warehouse.publish", "_stats"),
+          ("warehouse.publish", "_gate"), ("warehouse.publish", "_agreement"), ("warehouse.publish", "_report"),
+          ("warehouse.publish", "hash_file"), ("warehouse.publish", "fsync_tree"),
+          ("warehouse.report", "load_release"), ("warehouse.report", "release_stats"),
+          ("warehouse.report", "plot_all"), ("warehouse.report", "extra_sections"))
+
+
+def _timed_stages(stages: dict, cpu: dict) -> None:
+    """Wall time and process CPU time per stage of a publish (summed over calls), by wrapping the functions
+    ``publish_release`` calls (CPU: of the whole process meanwhile, so a stage overlapping another in a thread
+    counts the other's CPU too)."""
+    import importlib
+    import threading
+
+    lock = threading.Lock()
+
+    def wrap(name: str, real):
+        def timed(*args, **kwargs):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                with lock:
+                    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
+                    cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
+        return timed
+
+    for mod_name, fn in STAGES:
+        mod = importlib.import_module(mod_name)
+        if hasattr(mod, fn):
+            key = fn.lstrip("_") if mod_name == "warehouse.publish" else f"report.{fn}"
+            setattr(mod, fn, wrap(key, getattr(mod, fn)))
 
 
 def child(kind: str, home: str, audio: bool) -> None:
@@ -58,7 +98,11 @@ def child(kind: str, home: str, audio: bool) -> None:
         import datasets  # noqa: F401  (same: the Audio feature metadata)
     cfg = load_config(publish={"sources": ["synthetic"], "report": True, "audio": "require" if audio else "off"})
     wh = Warehouse(home)
-    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    stages_cpu: dict[str, float] = {}
+    if kind == "publish":
+        _timed_stages(stages, stages_cpu)
+    t0, cpu0 = time.perf_counter(), _cpu()
     if kind == "publish":
         out = publish_release(home, cfg, evaluate=False)
         rows = out["n_utterances"]
@@ -76,8 +120,17 @@ def child(kind: str, home: str, audio: bool) -> None:
         _bare_write(con, f"SELECT d.*{mix} WHERE d.status = 'accepted'", out_dir / "dialogues.parquet",
                     Path(home) / "audio" if audio else None, pa, pq)
     seconds = time.perf_counter() - t0
+    cpu_s = _cpu() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows, "cpu_s": round(cpu_s, 3),
+                      "stages_s": {k: round(v, 3) for k, v in stages.items()},
+                      "stages_cpu_s": {k: round(v, 3) for k, v in stages_cpu.items()}}))
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its waited-for children (the report's plot workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _bare_write(con, sql: str, path: Path, audio_root: Path | None, pa, pq) -> int:
@@ -208,7 +261,10 @@ def run_scale(n: int, flush: int, audio: bool) -> dict:
     return {"dialogues": n, "audio": audio, "utterances": pub["rows"], "parts": parts, "load_s": round(load_s, 2),
             "bare_s": round(bare["seconds"], 3), "publish_s": round(pub["seconds"], 3),
             "ratio_vs_pyarrow": round(pub["seconds"] / bare["seconds"], 2),
-            "peak_rss_mb": round(pub["peak_rss_mb"]), "bare_peak_rss_mb": round(bare["peak_rss_mb"])}
+            "peak_rss_mb": round(pub["peak_rss_mb"]), "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
+            "cpu_s": pub.get("cpu_s"), "bare_cpu_s": bare.get("cpu_s"),
+            "cpu_ratio_vs_pyarrow": round(pub["cpu_s"] / bare["cpu_s"], 2) if bare.get("cpu_s") else None,
+            "stages_s": pub.get("stages_s", {}), "stages_cpu_s": pub.get("stages_cpu_s", {})}
 
 
 def main() -> None:
@@ -243,11 +299,13 @@ def main() -> None:
     text = results[0]
     line = {"bench": "publish", "dialogues": text["dialogues"], "ratio_vs_pyarrow": text["ratio_vs_pyarrow"],
             "peak_rss_mb": text["peak_rss_mb"], "publish_s": text["publish_s"], "bare_s": text["bare_s"],
-            "parts": text["parts"], "quick": args.quick}
+            "cpu_ratio_vs_pyarrow": text["cpu_ratio_vs_pyarrow"], "parts": text["parts"],
+            "stages_s": text["stages_s"], "stages_cpu_s": text["stages_cpu_s"], "quick": args.quick}
     if n_audio:
         a = results[1]
         line |= {"dialogues_audio": a["dialogues"], "ratio_vs_pyarrow_audio": a["ratio_vs_pyarrow"],
-                 "peak_rss_mb_audio": a["peak_rss_mb"], "publish_s_audio": a["publish_s"], "bare_s_audio": a["bare_s"]}
+                 "peak_rss_mb_audio": a["peak_rss_mb"], "publish_s_audio": a["publish_s"], "bare_s_audio": a["bare_s"],
+                 "cpu_ratio_vs_pyarrow_audio": a["cpu_ratio_vs_pyarrow"], "stages_s_audio": a["stages_s"]}
     if args.tenx:
         t = results[-1]
         line |= {"dialogues_10x": t["dialogues"], "ratio_vs_pyarrow_10x": t["ratio_vs_pyarrow"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -18,6 +19,12 @@ class GXRunner:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         import great_expectations as gx  # noqa: PLC0415 - heavy (seconds): imported only when a gate runs
         from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415 - same
+        from great_expectations.execution_engine import pandas_execution_engine  # noqa: PLC0415 - same
+
+        # GX fingerprints every pandas batch it loads (pandas.util.hash_pandas_object over all rows, twice per
+        # run: half of the gate's time on a release) for a batch marker that no result of ours keeps; frames at or
+        # above this size are not fingerprinted, so 0 turns it off
+        pandas_execution_engine.HASH_THRESHOLD = 0
 
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
         self.gx = gx
@@ -49,9 +56,13 @@ class GXRunner:
         self._n += 1
         asset = self.source.add_dataframe_asset(f"{name}_{self._n}")
         batch_def = asset.add_batch_definition_whole_dataframe(f"all_{self._n}")
-        suite = self.context.suites.add(self.gx.ExpectationSuite(name=f"{name}_{self._n}"))
-        # a copy per run: GX gives each expectation added to a suite its own id
-        added = [suite.add_expectation(exp.copy(update={"id": None})) for exp in expectations]
+        # a copy per run with an id of its own (results come back by id); the suite is not saved to the context:
+        # saving serialises the whole suite again for every expectation added, seconds over a release's runs
+        suite = self.gx.ExpectationSuite(name=f"{name}_{self._n}",
+                                         expectations=[exp.copy(update={"id": None}) for exp in expectations])
+        added = list(suite.expectations)
+        for exp in added:
+            exp.id = str(uuid.uuid4())
         batch = batch_def.get_batch(batch_parameters={"dataframe": df})
         result = batch.validate(suite, result_format=result_format)
         by_id = {str(r.expectation_config.id): r for r in result.results}

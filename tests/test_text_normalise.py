@@ -38,3 +38,6 @@ def test_column_word_counts_equal_count_words(texts):
 def test_column_word_counts_known_values():
     texts = ["I'll go now, it's 5 o'clock", "naïve café", "don’t stop", "a_b", "", None, "--", "x'"]
     assert count_words_column(pa.array(texts)) == [6, 2, 2, 2, 0, 0, 0, 1]
+    assert count_words_column(pa.array(["", None, ""])) == [0, 0, 0] and count_words_column(pa.array([], pa.string())) == []
+    text = "a'b'c d''e 'f' g-h"
+    assert count_words_column(pa.array(["x", text, "z"]).slice(1, 1)) == [count_words(text)] == [6]  # a slice

@@ -131,6 +131,8 @@ def _load(home: Path, dialogue_ids: list[str] | None) -> tuple[list[dict], list[
             params["ids"] = list(dialogue_ids)
         reviews = con.sql(f"SELECT * FROM ({LATEST_REVIEWS_SQL}){restrict}", params=params or None).to_arrow_table().to_pylist()
         reviewed = sorted({r["dialogue_id"] for r in reviews})
+        if not reviewed:  # nothing reviewed: no need to deduplicate every turn and judgement of the store
+            return reviews, [], []
         turns = con.sql("SELECT dialogue_id, idx, label, intended_emotion FROM turns WHERE dialogue_id IN (SELECT unnest($ids))",
                         params={"ids": reviewed}).to_arrow_table().to_pylist()
         judgements = con.sql(

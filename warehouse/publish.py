@@ -24,8 +24,8 @@ import logging
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,12 @@ import pyarrow as pa
 
 from schemas.config import Config, PublishConfig, load_config
 from schemas.home import code_version
-from schemas.difficulty import bucket_edges, bucket_of, difficulty
+from schemas.difficulty import bucket_edges, bucket_of
 from schemas.expectations import validate_release
 from schemas.expectations_audio import validate_audio
 from schemas.taxonomy import Taxonomy, load_taxonomy
 from warehouse.agreement import agreement_summary
+from warehouse.difficulty_table import dialogue_difficulty
 from warehouse.effective import effective_views
 from warehouse.evaluation import evaluate_after_publish
 from warehouse.evaluation_file import evaluation_summary
@@ -128,24 +129,56 @@ def publish_release(
 
 def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str | None, out: Path,
            run_id: str, progress: bool, resynthesise: Resynthesise | None = None) -> dict[str, Any]:
+    """Stages 1-6 into ``out``. Independent work overlaps in threads where it releases the GIL (DuckDB, Arrow,
+    Parquet): the agreement figures are read from the start, the report is written while the gate runs."""
     pc = cfg.publish
-    con = _connect(wh)
-    try:
-        _select(con, wh, pc)  # 1. selection
-        suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
-        split_of = _splits(con, wh, pc)  # 2. splits
-        edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
-        audio = _audio_present(con, wh, pc.audio)
-        uid = uuid.uuid4().hex[:12]
-        counts = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
-        stats = _stats(con, tax)
-    finally:
-        con.close()
-    _fault("before_validate")
-    gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites)  # 5. the gate (release-level)
+    with ThreadPoolExecutor(2, thread_name_prefix="publish") as threads:
+        agreement = threads.submit(_agreement, wh)
+        con = _connect(wh)
+        try:
+            _select(con, wh, pc)  # 1. selection
+            suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
+            split_of = _splits(con, wh, pc)  # 2. splits
+            edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
+            audio = _audio_present(con, wh, pc.audio)
+            uid = uuid.uuid4().hex[:12]
+            counts = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
+            stats = _stats(con, tax)
+        finally:
+            con.close()
+        _fault("before_validate")
+        manifest = _manifest(cfg, tax, version, uid, parent, counts, edges, stats, quarantine, audio)
+        manifest["agreement"] = agreement.result()
+        # the report needs no gate result: written meanwhile, from the files and a copy of the manifest so far
+        report = threads.submit(_report, out, tax, wh, dict(manifest)) if pc.report else None
+        try:
+            gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites)  # 5. the gate (release-level)
+        finally:
+            manifest["report"] = report.result() if report is not None else None  # it writes under ``out``
     write_summary(out / QUARANTINE_FILE, quarantine)
-    # 6. report, manifest, card
-    manifest: dict[str, Any] = {
+    manifest["validation"] = {"success": True, "checked": gate.checked,
+                              "audio": None if audio_gate is None else {
+                                  "success": True, "stats": audio_gate.stats,
+                                  "quarantined_checks": sorted({f.check for f in audio_gate.failures})}}
+    # 6. card, manifest
+    (out / "README.md").write_text(dataset_card(manifest))
+    _fault("before_manifest")
+    files = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            files[p.relative_to(out).as_posix()] = {"sha256": hash_file(p), "bytes": p.stat().st_size}
+    manifest["files"] = files
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+    fsync_tree(out)
+    return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
+            "n_utterances": manifest["counts"]["utterances"], "counts": counts, "quarantine": manifest["quarantine"]}
+
+
+def _manifest(cfg: Config, tax: Taxonomy, version: str, uid: str, parent: str | None, counts: dict, edges: list,
+              stats: dict, quarantine: dict, audio: bool) -> dict[str, Any]:
+    """The manifest up to the gate's result, the agreement figures, the report and the files."""
+    pc = cfg.publish
+    return {
         "name": "emoforge",
         "version": version,
         "release_uid": uid,
@@ -161,27 +194,10 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
                    "utterances": sum(c["utterances"] for c in counts.values())},
         "difficulty": {"k": pc.difficulty.k, "b": pc.difficulty.b, "buckets": pc.difficulty.buckets, "edges": edges},
         "stats": stats,
-        "validation": {"success": True, "checked": gate.checked,
-                       "audio": None if audio_gate is None else {
-                           "success": True, "stats": audio_gate.stats,
-                           "quarantined_checks": sorted({f.check for f in audio_gate.failures})}},
         "quarantine": manifest_entry(quarantine),
         "sources": list(pc.sources),
         "audio": {"embedded": bool(audio), "format": "wav, Hugging Face Audio struct {bytes, path}"} if audio else None,
     }
-    manifest["agreement"] = _agreement(wh)
-    manifest["report"] = _report(out, tax, wh, manifest) if pc.report else None
-    (out / "README.md").write_text(dataset_card(manifest))
-    _fault("before_manifest")
-    files = {}
-    for p in sorted(out.rglob("*")):
-        if p.is_file():
-            files[p.relative_to(out).as_posix()] = {"sha256": hash_file(p), "bytes": p.stat().st_size}
-    manifest["files"] = files
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str))
-    fsync_tree(out)
-    return {"version": version, "parent": parent, "n_dialogues": manifest["counts"]["dialogues"],
-            "n_utterances": manifest["counts"]["utterances"], "counts": counts, "quarantine": manifest["quarantine"]}
 
 
 def _connect(wh: Warehouse):
@@ -273,29 +289,17 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
 
 
 def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
-    """PRC-Emo difficulty per dialogue (its speakers and labels in turn order, listed by DuckDB) and its bucket
-    (quantile edges over the train split); registers ``dif`` (id, difficulty, bucket); returns the edges."""
-    dif: dict[str, float] = {}
-    reader = con.sql(
-        "SELECT t.dialogue_id, list(t.speaker ORDER BY t.idx), list(t.label ORDER BY t.idx) "
-        "FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id GROUP BY t.dialogue_id"
-    ).to_arrow_reader(50_000)
-    k, b = pc.difficulty.k, pc.difficulty.b
-
-    @lru_cache(maxsize=None)
-    def sim(x: str, y: str) -> float:  # an unknown label scores 0 here; the gate then names its row
-        return tax.similarity(x, y) if x in tax.emotion and y in tax.emotion else 0.0
-
-    for batch in reader:
-        for did, spk, lab in zip(*(batch.column(i).to_pylist() for i in range(3))):
-            dif[did] = difficulty(spk, lab, sim, k, b)
-    train_vals = [v for d, v in dif.items() if split_of.get(d) == "train"] or list(dif.values())
+    """PRC-Emo difficulty per dialogue (``warehouse.difficulty_table``: all dialogues at once, the numbers of
+    ``schemas.difficulty.difficulty``) and its bucket (quantile edges over the train split); registers ``dif``
+    (id, difficulty, bucket); returns the edges."""
+    ids, values = dialogue_difficulty(con, tax, pc.difficulty.k, pc.difficulty.b)
+    id_list = ids.to_pylist()
+    train_vals = [v for d, v in zip(id_list, values.tolist()) if split_of.get(d) == "train"] or values.tolist()
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
-    ids = sorted(dif)
     con.register("dif", pa.table({
-        "id": pa.array(ids, pa.string()),
-        "difficulty": pa.array([dif[i] for i in ids], pa.float64()),
-        "bucket": pa.array([bucket_of(dif[i], edges) for i in ids], pa.int64()),
+        "id": ids,
+        "difficulty": pa.array(values, pa.float64()),
+        "bucket": pa.array([bucket_of(v, edges) for v in values.tolist()], pa.int64()),
     }))
     return edges
 

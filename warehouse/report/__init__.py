@@ -60,6 +60,15 @@ def _sweep_leftovers(final: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _erc7_sequences(data: ReleaseData) -> list[list[str]] | None:
+    """The release's emotion sequences in erc7 classes (labels outside the taxonomy left out); None without a
+    taxonomy that maps to erc7."""
+    tax = data.taxonomy
+    if tax is None or "erc7" not in tax.mappings:
+        return None
+    return [[tax.map_label(e, "erc7") for e in s if e in tax.emotion] for s in emotion_sequences(data).as_lists()]
+
+
 def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
                  compare_dailydialog: Path | None = None, out_dir: Path | None = None) -> Path:
     """Write ``<release>/report/index.html`` + PNG plots + ``stats.json``; returns the HTML path.
@@ -84,10 +93,8 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
         tmp.mkdir(parents=True)
         plots = plot_all(stats, data.taxonomy, dd, tmp)
         page = render_html(stats, plots, data)
-        tax = data.taxonomy
-        erc7 = [[tax.map_label(e, "erc7") for e in s if e in tax.emotion] for s in emotion_sequences(data)] \
-            if tax is not None and "erc7" in tax.mappings else None
-        extra_html, extra_data, extra_plots = extra_sections(release_dir, home, erc7, tmp)  # evaluation, real dynamics
+        extra_html, extra_data, extra_plots = extra_sections(release_dir, home, lambda: _erc7_sequences(data),
+                                                             tmp)  # evaluation, dynamics vs real data
         page = page.replace("<h2>Sample dialogues</h2>", extra_html + "\n<h2>Sample dialogues</h2>", 1)
         plots.update(extra_plots)
         public = {k: v for k, v in stats.items() if k != "_values"} | extra_data

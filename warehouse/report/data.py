@@ -86,20 +86,25 @@ def _resolve_taxonomy(taxonomy, manifest: dict):
 
 @dataclass
 class ReleaseData:
-    """``dialogues``: one dict per dialogue (no ``turns``: ``emotions`` holds its labels in order), sorted by id;
-    ``utterances``: the utterance rows as an Arrow table (columns, not a dict per row: a release has hundreds of
+    """``dialogue_table``: one row per dialogue (no ``turns``: ``emotions`` holds its labels in order), sorted by id;
+    ``utterances``: the utterance rows; both Arrow tables (columns, not a dict per row: a release has hundreds of
     thousands); ``samples``: the first dialogues by id with their ``turns``, for the report's sample section."""
 
     release_dir: Path
     manifest: dict
-    dialogues: list[dict]
+    dialogue_table: pa.Table
     utterances: pa.Table
     taxonomy: Any = None
     warehouse: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
 
+    @property
+    def dialogues(self) -> list[dict]:
+        """The dialogue rows as dicts (one per dialogue; for callers that want rows, not columns)."""
+        return self.dialogue_table.to_pylist()
 
-def _warehouse_figures(home: Path | None, dialogue_ids: list[str]) -> dict:
+
+def _warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
     """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations."""
     if home is None:
         return {}
@@ -111,7 +116,7 @@ def _warehouse_figures(home: Path | None, dialogue_ids: list[str]) -> dict:
     con = wh.connect()
     try:
         effective_views(con)  # human reviews win over judges, as at publish time
-        con.register("_release_ids", pa.table({"id": pa.array(dialogue_ids, pa.string())}))
+        con.register("_release_ids", pa.table({"id": dialogue_ids.cast(pa.string())}))
         rows = con.sql(
             """
             SELECT model_a, model_b, domain, status, count(*) AS n FROM effective_dialogues
@@ -221,13 +226,18 @@ def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, man
     utt = _read_table(release_dir, "utterances", keep=UTTERANCE_COLUMNS)
     if dlg is None and utt is None:
         raise ReportError(f"{release_dir}: no data/dialogues/*.parquet nor data/utterances/*.parquet")
-    dialogues = sorted(dlg.to_pylist(), key=lambda r: r.get("dialogue_id") or "") if dlg is not None else []
     if utt is None:
         utt = pa.table({})
-    samples = _samples(utt, {d["dialogue_id"]: d for d in dialogues[:N_SAMPLES]})
-    if not dialogues and utt.num_rows:
-        dialogues = _dialogues_from_utterances(utt)
-        samples = dialogues[:N_SAMPLES]
+    if dlg is not None and "dialogue_id" in dlg.column_names:
+        dlg = dlg.sort_by("dialogue_id")
+    if dlg is not None and dlg.num_rows:
+        samples = _samples(utt, {d["dialogue_id"]: d for d in dlg.slice(0, N_SAMPLES).to_pylist()})
+    elif utt.num_rows:
+        rebuilt = _dialogues_from_utterances(utt)
+        samples = rebuilt[:N_SAMPLES]
+        dlg = pa.Table.from_pylist([{k: v for k, v in d.items() if k != "turns"} for d in rebuilt])
+    else:
+        samples, dlg = [], dlg if dlg is not None else pa.table({})
     tax = _resolve_taxonomy(taxonomy, manifest)
-    ids = [d["dialogue_id"] for d in dialogues]
-    return ReleaseData(release_dir, manifest, dialogues, utt, tax, _warehouse_figures(home, ids), samples)
+    ids = dlg.column("dialogue_id") if "dialogue_id" in dlg.column_names else pa.array([], pa.string())
+    return ReleaseData(release_dir, manifest, dlg, utt, tax, _warehouse_figures(home, ids), samples)

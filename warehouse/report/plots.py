@@ -31,18 +31,20 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def _hist_bins(values: list[float], others: list[float] | None = None, integer: bool = False, max_bins: int = 40):
-    allv = values + (others or [])
-    lo, hi = min(allv), max(allv)
-    if others:  # a long tail of the reference data would squash the plot: stop at its 99th percentile
-        hi = max(max(values), sorted(others)[int(0.99 * (len(others) - 1))])
+def _hist_bins(values, others=None, integer: bool = False, max_bins: int = 40):
+    vals = np.asarray(values, dtype=float)
+    other = np.asarray(others if others is not None else [], dtype=float)
+    lo = float(min(vals.min(), other.min())) if other.size else float(vals.min())
+    hi = float(max(vals.max(), other.max())) if other.size else float(vals.max())
+    if other.size:  # a long tail of the reference data would squash the plot: stop at its 99th percentile
+        hi = max(float(vals.max()), float(np.sort(other)[int(0.99 * (other.size - 1))]))
     if integer:
         lo, hi = math.floor(lo), math.ceil(hi)
         step = max(1, math.ceil((hi - lo + 1) / max_bins))
         return [x - 0.5 for x in range(int(lo), int(hi) + step + 1, step)]
     if hi == lo:
         hi = lo + 1
-    n = max(5, min(max_bins, int(math.sqrt(len(allv))) + 1))
+    n = max(5, min(max_bins, int(math.sqrt(vals.size + other.size)) + 1))
     return [lo + (hi - lo) * i / n for i in range(n + 1)]
 
 
@@ -105,17 +107,17 @@ def _plot_transitions(stats: dict, tax, out: Path) -> str | None:
     return _save(fig, out / "transitions.png")
 
 
-def _plot_hist(values: list[float], out: Path, name: str, title: str, xlabel: str, integer: bool = False,
+def _plot_hist(values, out: Path, name: str, title: str, xlabel: str, integer: bool = False,
                compare: list[float] | None = None, compare_label: str = "DailyDialog") -> str | None:
-    if not values:
+    if not len(values):
         return None
     plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = _hist_bins(values, compare, integer=integer)
-    density = bool(compare)
+    density = compare is not None and len(compare) > 0
     # arrays, not lists: matplotlib converts a list element by element (seconds for a release's utterances)
     ax.hist(np.asarray(values, dtype=float), bins=bins, density=density, alpha=0.75, label="this release")
-    if compare:
+    if density:
         ax.hist(np.minimum(np.asarray(compare, dtype=float), bins[-1]), bins=bins, density=True, alpha=0.5,
                 label=compare_label, histtype="stepfilled")
         ax.legend()
@@ -128,7 +130,7 @@ def _plot_hist(values: list[float], out: Path, name: str, title: str, xlabel: st
 def _plot_judges(stats: dict, out: Path) -> str | None:
     scores = stats["_values"]["judge_scores"]
     dims = stats["_values"]["dims"]
-    panels = ([("release judge_score", None, scores)] if scores else []) + [
+    panels = ([("release judge_score", None, scores)] if len(scores) else []) + [
         (f"{jid}: {dim}", jid, vals) for jid, d in sorted(dims.items()) for dim, vals in sorted(d.items()) if vals]
     if not panels:
         return None
@@ -138,7 +140,7 @@ def _plot_judges(stats: dict, out: Path) -> str | None:
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, (title, _, vals) in zip([a for r in axes for a in r], panels):
-        integer = all(float(v).is_integer() for v in vals)
+        integer = bool(np.all(np.mod(np.asarray(vals, dtype=float), 1) == 0))
         ax.hist(np.asarray(vals, dtype=float), bins=_hist_bins(vals, integer=integer, max_bins=20))
         ax.set_title(title, fontsize=8)
     for ax in [a for r in axes for a in r][len(panels):]:
@@ -176,7 +178,7 @@ def _plot_acceptance(stats: dict, out: Path) -> str | None:
 
 def _plot_difficulty(stats: dict, out: Path) -> str | None:
     vals = stats["_values"]["difficulty"]
-    if not vals:
+    if not len(vals):
         return None
     plt = load_pyplot()
     buckets = stats["_values"]["buckets"]
@@ -195,10 +197,10 @@ def _plot_difficulty(stats: dict, out: Path) -> str | None:
 
 def _plot_audio(stats: dict, out: Path) -> str | None:
     t, m = stats["_values"]["audio_turn"], stats["_values"]["audio_mix"]
-    if not t and not m:
+    if not len(t) and not len(m):
         return None
     plt = load_pyplot()
-    panels = [(v, ttl) for v, ttl in ((t, "per-turn clips"), (m, "dialogue mixes")) if v]
+    panels = [(v, ttl) for v, ttl in ((t, "per-turn clips"), (m, "dialogue mixes")) if len(v)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3), squeeze=False)
     for ax, (vals, ttl) in zip(axes[0], panels):
         ax.hist(np.asarray(vals, dtype=float), bins=_hist_bins(vals))
@@ -244,12 +246,12 @@ def plot_all(stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | No
     return {
         "emotions": _plot_emotions(stats, out),
         "transitions": _plot_transitions(stats, tax, out),
-        "turns": _plot_hist([float(x) for x in stats["_values"]["turns"]], out, "turns_per_dialogue.png",
+        "turns": _plot_hist(np.asarray(stats["_values"]["turns"], dtype=float), out, "turns_per_dialogue.png",
                             "Turns per dialogue", "turns", integer=True,
-                            compare=[float(x) for x in dd["turns_values"]] if dd else None),
-        "words": _plot_hist([float(x) for x in stats["_values"]["words"]], out, "words_per_turn.png",
+                            compare=np.asarray(dd["turns_values"], dtype=float) if dd else None),
+        "words": _plot_hist(np.asarray(stats["_values"]["words"], dtype=float), out, "words_per_turn.png",
                             "Words per turn", "words", integer=True,
-                            compare=[float(x) for x in dd["words_values"]] if dd else None),
+                            compare=np.asarray(dd["words_values"], dtype=float) if dd else None),
         "judges": _plot_judges(stats, out),
         "acceptance": _plot_acceptance(stats, out),
         "difficulty": _plot_difficulty(stats, out),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from warehouse.evaluation_file import read_evaluation
 from warehouse.report.plots import load_pyplot
 from warehouse.transitions import compare_with_real
+from warehouse.utterances import imported_sources
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -74,12 +75,14 @@ def dynamics_html(cmp: dict[str, Any], plot: str | None) -> str:
             + _table(["corpus", "change rate"], rows) + img)
 
 
-def extra_sections(release_dir: Path, home: Path | None, erc7_sequences: list[list[str]] | None,
+def extra_sections(release_dir: Path, home: Path | None, erc7_sequences: Callable[[], list[list[str]] | None],
                    out: Path) -> tuple[str, dict[str, Any], dict[str, str | None]]:
+    """``erc7_sequences``: called only when the home holds imported real data to compare with."""
     ev = read_evaluation(release_dir)
     parts, data, plots = [evaluation_html(ev)], {"evaluation": ev}, {}
-    if home is not None and erc7_sequences:
-        cmp = compare_with_real(home, erc7_sequences)
+    seqs = erc7_sequences() if home is not None and imported_sources(home) else None
+    if seqs:
+        cmp = compare_with_real(home, seqs)
         if cmp["real"]:
             plots["transitions_vs_real"] = _plot_heatmaps(cmp, out)
             parts.append(dynamics_html(cmp, plots["transitions_vs_real"]))
