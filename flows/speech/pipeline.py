@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import hashlib
 import multiprocessing as mp
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,46 +118,75 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
 
     counts["dialogues"] = len(ids)
     counts["turn_clips"] = len(jobs)
-    todo: list[ClipJob] = []
-    results: dict[str, ClipResult] = {}
-    records: list[AudioClip] = []
+    rec = _ClipRecorder(wh, versions, old_clips, counts, cfg.flush_every)
+    todo = _reuse_files(jobs, root, rec)
+    rec.flush(force=True)
+    _render_missing(todo, cfg, root, rec, console)
+    results = rec.results
 
-    def record(job: ClipJob, res: ClipResult) -> None:
-        results[job.key] = res
+    # -- dialogue mixes
+    counts["mixes"], counts["mixes_made"] = _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of,
+                                                           casts, console)
+    # -- ASR round trip
+    if cfg.asr.enabled:
+        counts["asr"] = run_asr(home, cfg, dialogue_ids=ids, progress=progress)
+    counts["seconds"] = round(time.perf_counter() - t_start, 2)
+    return counts
+
+
+@dataclass
+class _ClipRecorder:
+    """Each turn clip's result, and the ``clips`` rows of the new or changed ones, flushed every ``flush_every``."""
+    wh: Warehouse
+    versions: dict[str, str]
+    old_clips: dict[str, dict]
+    counts: dict[str, Any]
+    flush_every: int
+    results: dict[str, ClipResult] = field(default_factory=dict)
+    rows: list[AudioClip] = field(default_factory=list)
+
+    def record(self, job: ClipJob, res: ClipResult) -> None:
+        self.results[job.key] = res
         cid = turn_clip_id(job.turn_id)
-        prev = old_clips.get(cid)
+        prev = self.old_clips.get(cid)
         if prev and prev["path"] == job.relpath and prev["sha256"] == res.sha256:
             return  # already recorded as is
-        records.append(AudioClip(
+        self.rows.append(AudioClip(
             id=cid, dialogue_id=job.dialogue_id, turn_id=job.turn_id, kind="turn", path=job.relpath,
-            engine=versions[job.voice["id"]], voice=job.voice["id"], emotion=job.emotion,
+            engine=self.versions[job.voice["id"]], voice=job.voice["id"], emotion=job.emotion,
             sample_rate=res.sample_rate, duration_s=round(res.duration_s, 4), wer=None, sha256=res.sha256))
 
-    def flush(force: bool = False) -> None:
-        if records and (force or len(records) >= cfg.flush_every):
-            wh.upsert(records)
-            counts["recorded"] += len(records)
-            records.clear()
+    def flush(self, force: bool = False) -> None:
+        if self.rows and (force or len(self.rows) >= self.flush_every):
+            self.wh.upsert(self.rows)
+            self.counts["recorded"] += len(self.rows)
+            self.rows.clear()
 
-    seen: set[str] = set()
+
+def _reuse_files(jobs: list[ClipJob], root: Path, rec: _ClipRecorder) -> list[ClipJob]:
+    """Record the clips whose files are on disk already (read from disk, not from the plan: a rerun after a kill
+    redoes nothing); returns the jobs still to render."""
+    todo: list[ClipJob] = []
     for job in jobs:
         path = root / job.relpath
-        if path.is_file():
-            prev = old_clips.get(turn_clip_id(job.turn_id))
-            if prev and prev["path"] == job.relpath:
-                results[job.key] = ClipResult(job.key, prev["sample_rate"], prev["duration_s"], prev["sha256"], False)
-            else:
-                sr, dur, sha = store.file_info(path)
-                record(job, ClipResult(job.key, sr, dur, sha, False))
-            counts["reused"] += 1
-        elif job.key in seen:  # same text/voice/emotion twice in this run: rendered once, recorded twice
+        if not path.is_file():
             todo.append(job)
+            continue
+        prev = rec.old_clips.get(turn_clip_id(job.turn_id))
+        if prev and prev["path"] == job.relpath:
+            rec.results[job.key] = ClipResult(job.key, prev["sample_rate"], prev["duration_s"], prev["sha256"], False)
         else:
-            seen.add(job.key)
-            todo.append(job)
-    flush(force=True)
+            sr, dur, sha = store.file_info(path)
+            rec.record(job, ClipResult(job.key, sr, dur, sha, False))
+        rec.counts["reused"] += 1
+    return todo
 
-    first = {}
+
+def _render_missing(todo: list[ClipJob], cfg: SpeechConfig, root: Path, rec: _ClipRecorder,
+                    console: Console) -> None:
+    """Render each distinct clip of ``todo`` once in the workers (same text, voice and emotion twice in a run:
+    rendered once, recorded for both turns), with a progress bar; rows are flushed as results arrive."""
+    first: dict[str, ClipJob] = {}
     dupes = []
     for job in todo:
         if job.key in first:
@@ -169,29 +199,20 @@ def synthesise_home(home: Path, *, engine: str = "default", workers: int = 2, pr
 
         def on_result(job: ClipJob, res: ClipResult) -> None:
             nonlocal audio_s
-            record(job, res)
-            counts["synthesised" if res.synthesised else "reused"] += 1
+            rec.record(job, res)
+            rec.counts["synthesised" if res.synthesised else "reused"] += 1
             audio_s += res.duration_s
             prog.update(task, advance=1, info=f"{audio_s / 60:.1f} min audio")
-            flush()
+            rec.flush()
 
         try:
             run_jobs(list(first.values()), cfg, root, cfg.workers, on_result)
         finally:
-            flush(force=True)
+            rec.flush(force=True)
     for job in dupes:
-        record(job, results[job.key])
-        counts["reused"] += 1
-    flush(force=True)
-
-    # -- dialogue mixes
-    counts["mixes"], counts["mixes_made"] = _mix_dialogues(wh, root, cfg, jobs, results, old_clips, tables, tax_of,
-                                                           casts, console)
-    # -- ASR round trip
-    if cfg.asr.enabled:
-        counts["asr"] = run_asr(home, cfg, dialogue_ids=ids, progress=progress)
-    counts["seconds"] = round(time.perf_counter() - t_start, 2)
-    return counts
+        rec.record(job, rec.results[job.key])
+        rec.counts["reused"] += 1
+    rec.flush(force=True)
 
 
 def _read_accepted(wh: Warehouse, dialogue_ids: list[str] | None) -> tuple[list[dict], list[dict], dict, dict]:
