@@ -51,15 +51,15 @@ def test_a_turn_without_its_clip_is_quarantined_and_too_many_block_the_release(h
     dlg, turns = next(synthetic_dialogues(tax, 1, seed=77))  # accepted, never voiced
     wh.upsert([dlg])
     wh.upsert(turns)
-    # 1 of 3 dialogues without its clips: over the quarantine bound (5%), nothing is published
+    # 1 of 3 dialogues without its clips: over the quarantine bound (5%) and, with no floor, nothing is published
+    strict = load_config(publish={"sources": ["synthetic"], "report": False, "quarantine_floor": 0})
     with pytest.raises(GateFailed) as err:
-        publish_release(home, CFG)
+        publish_release(home, strict)
     assert "audio:missing_clip" in str(err.value) and "quarantined share 33.3%" in str(err.value)
     assert turns[0].id in (home / "runs").joinpath("publish-0.1.0", "validation-audio-0.1.0.json").read_text()
     assert not [p for p in (home / "releases").iterdir() if not p.name.startswith(".")]
-    # with a bound that allows it, the dialogue is left out and named
-    lenient = load_config(publish={"sources": ["synthetic"], "report": False, "max_quarantine_share": 0.5})
-    out = publish_release(home, lenient)
+    # with the default floor (2 quarantined dialogues never block) the dialogue is left out and named
+    out = publish_release(home, CFG)
     assert out["quarantine"]["ids_by_reason"] == {"audio:missing_clip": [dlg.id], "audio:missing_mix": [dlg.id]}
     assert out["n_dialogues"] == 2
 

@@ -143,7 +143,10 @@ def test_int8_keeps_the_emotion_prosody_and_the_clip_length_of_fp32(rendered):
             ma, mb = dsp.measure(a, SR, with_f0=True), dsp.measure(b, SR, with_f0=True)
             assert abs(12 * math.log2(ma.f0_median / mb.f0_median)) < 1.0, (emo, ma.f0_median, mb.f0_median)
             assert 0.85 < a.size / b.size < 1.15, (emo, a.size, b.size)  # edges trimmed like fp32's
-            assert abs(ma.rms_dbfs - mb.rms_dbfs) < 1.0
+            # Piper samples its noise on every run: fp32 against itself moves a sentence's level by up to ~0.7 dB
+            assert abs(ma.rms_dbfs - mb.rms_dbfs) < 2.0, (emo, ma.rms_dbfs, mb.rms_dbfs)
+        level = [np.mean([dsp.measure(x, SR).rms_dbfs for x in rendered[p][emo]]) for p in ("int8", "fp32")]
+        assert abs(level[0] - level[1]) < 0.75, (emo, level)  # the loudness of the emotion, over its sentences
     ex = np.mean([dsp.measure(x, SR, with_f0=True).f0_median for x in rendered["int8"]["Excited"]])
     bo = np.mean([dsp.measure(x, SR, with_f0=True).f0_median for x in rendered["int8"]["Bored"]])
     assert 12 * math.log2(ex / bo) > 2.0  # Excited still clearly higher than Bored
