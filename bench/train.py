@@ -117,6 +117,13 @@ def main() -> None:
     n_eval = a.eval or (96 if a.quick else 600)
     n_dlg = a.dialogues or (60 if a.quick else 300)
     tmp = Path(tempfile.mkdtemp(prefix="emoforge-bench-train-"))
+    try:
+        run(a, tmp, samples, n_eval, n_dlg)
+    finally:  # also on SIGTERM (SystemExit 143) and Ctrl-C
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, tmp: Path, samples: int, n_eval: int, n_dlg: int) -> None:
     home = tmp / "home"
     from schemas.home import offline_env
 
@@ -175,7 +182,6 @@ def main() -> None:
     out["timings"] = timings
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
