@@ -153,16 +153,15 @@ def run(a: argparse.Namespace, tmp: Path, samples: int, n_eval: int, n_dlg: int)
         warm = evaluate_release(home, version, ProbeOptions(sets=("dailydialog",)), write=False)["timing"]
         out.setdefault("evaluate_warm", {})[name] = {"seconds": warm["seconds"], "utterances": warm["utterances_scored"],
                                                      "embedded_now": warm["embedded_now"]}
-    if not a.probe_only:
-        # the LoRA is scored on the first n_eval utterances (whole dialogues, cap_dialogues): the probe, the ceiling
-        # and the majority baseline (DailyDialog train's majority label) on exactly those utterances
-        same = ProbeOptions(sets=("dailydialog",), max_test=n_eval)
-        for name, version in releases.items():
-            s = evaluate_release(home, version, same, write=False)["sets"]["dailydialog_test"]
-            out["same_utterances"] = {"n": s["n"], "majority_dailydialog_train": _fig(s["majority"]) | {
-                "label": s["majority"]["label"]}, "ceiling": _fig(s["ceiling"])}
-            out["same_utterances"].setdefault("probe", {})
-            out["same_utterances"]["probe"][name] = _fig(s["probe"])
+    # the LoRA is scored on the first n_eval utterances (whole dialogues, cap_dialogues): the probe, the ceiling and
+    # the majority baseline (DailyDialog train's majority label) on exactly those utterances
+    same = ProbeOptions(sets=("dailydialog",), max_test=n_eval)
+    out["same_utterances"] = {"probe": {}}
+    for name, version in releases.items():
+        s = evaluate_release(home, version, same, write=False)["sets"]["dailydialog_test"]
+        out["same_utterances"] |= {"n": s["n"], "ceiling": _fig(s["ceiling"]),
+                                   "majority_dailydialog_train": _fig(s["majority"]) | {"label": s["majority"]["label"]}}
+        out["same_utterances"]["probe"][name] = _fig(s["probe"])
     for name, version in ({} if a.probe_only else releases).items():
         t = time.perf_counter()
         cfg = TrainConfig(window=2, k=0, batch_size=8, max_length=256, max_train_samples=samples, max_eval=n_eval,
