@@ -12,7 +12,10 @@ In one temporary home, in one run:
    (``flows/llm/stub.py``), the same number of dialogues;
 4. scores both with ``emoforge evaluate`` (linear probe; ceiling and majority baseline beside it);
 5. trains SmolLM2-135M-Instruct (the trainer's default base model) with LoRA on the same number of training
-   samples from each release and reports weighted-F1 and macro-F1 on DailyDialog test.
+   samples from each release and reports weighted-F1, macro-F1 and accuracy on DailyDialog test, with what it
+   predicted, and beside it on *exactly the same utterances* (``same_utterances``): the majority baseline
+   (DailyDialog train's majority label, and the training release's: ``llm.<release>.majority_training_release``),
+   the probe of each release and the ceiling.
 
     python bench/train.py [--quick] [--samples N] [--eval N] [--probe-only]
 
@@ -95,6 +98,10 @@ def generated_release(home: Path, n_dialogues: int) -> str:
     return summary["version"]
 
 
+def _fig(s: dict) -> dict:
+    return {k: round(s[k], 4) for k in ("weighted_f1", "macro_f1", "accuracy")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a DailyDialog subset and few samples (about 10 min)")
@@ -110,6 +117,13 @@ def main() -> None:
     n_eval = a.eval or (96 if a.quick else 600)
     n_dlg = a.dialogues or (60 if a.quick else 300)
     tmp = Path(tempfile.mkdtemp(prefix="emoforge-bench-train-"))
+    try:
+        run(a, tmp, samples, n_eval, n_dlg)
+    finally:  # also on SIGTERM (SystemExit 143) and Ctrl-C
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a: argparse.Namespace, tmp: Path, samples: int, n_eval: int, n_dlg: int) -> None:
     home = tmp / "home"
     from schemas.home import offline_env
 
@@ -139,21 +153,34 @@ def main() -> None:
         warm = evaluate_release(home, version, ProbeOptions(sets=("dailydialog",)), write=False)["timing"]
         out.setdefault("evaluate_warm", {})[name] = {"seconds": warm["seconds"], "utterances": warm["utterances_scored"],
                                                      "embedded_now": warm["embedded_now"]}
+    # the LoRA is scored on the first n_eval utterances (whole dialogues, cap_dialogues): the probe, the ceiling and
+    # the majority baseline (DailyDialog train's majority label) on exactly those utterances
+    same = ProbeOptions(sets=("dailydialog",), max_test=n_eval)
+    out["same_utterances"] = {"probe": {}}
+    for name, version in releases.items():
+        s = evaluate_release(home, version, same, write=False)["sets"]["dailydialog_test"]
+        out["same_utterances"] |= {"n": s["n"], "ceiling": _fig(s["ceiling"]),
+                                   "majority_dailydialog_train": _fig(s["majority"]) | {"label": s["majority"]["label"]}}
+        out["same_utterances"]["probe"][name] = _fig(s["probe"])
     for name, version in ({} if a.probe_only else releases).items():
         t = time.perf_counter()
         cfg = TrainConfig(window=2, k=0, batch_size=8, max_length=256, max_train_samples=samples, max_eval=n_eval,
                           eval_sets=("dailydialog",), schedule="all:1")
         m = train(home, version, None, tmp / f"run-{name}", cfg, log=lambda msg: print(msg, file=sys.stderr))
         dd = m["final"]["dailydialog_test"]
-        out["llm"][name] = {"weighted_f1": round(dd["weighted_f1"], 4), "macro_f1": round(dd["macro_f1"], 4),
-                            "n_train": m["n_train"], "samples_per_s": round(m["samples_per_s"], 3),
-                            "eval_samples_per_s": round(dd["n"] / dd["seconds"], 3) if dd.get("seconds") else None,
-                            "peak_rss_mb": m["peak_rss_mb"]}
+        out["llm"][name] = _fig(dd) | {
+            "n_eval": dd["n"], "predicted": dd["predicted"],
+            "majority_training_release": _fig(dd["majority"]) | {"label": dd["majority"]["label"]},
+            "n_train": m["n_train"], "samples_per_s": round(m["samples_per_s"], 3),
+            "eval_samples_per_s": round(dd["n"] / dd["seconds"], 3) if dd.get("seconds") else None,
+            "peak_rss_mb": m["peak_rss_mb"], "gradient_checkpointing": m["model"]["gradient_checkpointing"]}
+        if dd["n"] != out["same_utterances"]["n"]:
+            raise SystemExit(f"the LoRA was scored on {dd['n']} utterances, the baselines on "
+                             f"{out['same_utterances']['n']}: not the same set")
         timings[f"train_{name}_s"] = round(time.perf_counter() - t, 1)
     out["timings"] = timings
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out))
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

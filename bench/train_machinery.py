@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="old vs new training path on SmolLM2-135M (or --base-model), each in its own process: "
                          "samples/s and peak RSS side by side (bench/train_profile.py)")
-    ap.add_argument("--variants", help="--profile: comma list of variants besides before and answer_only")
+    ap.add_argument("--variants", help="--profile: comma list of variants to run (default all; the first one run is the ratios' "
+                         "baseline when 'before' is not among them)")
     ap.add_argument("--samples", type=int, help="--profile: training samples per variant (default 16, quick 8)")
     a = ap.parse_args()
     n_dialogues = a.dialogues or (12 if a.quick else 80)

@@ -162,11 +162,20 @@ def test_train_through_all_phases_on_cpu(world) -> None:
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["complete"] and m["mapping"] == "erc7" and m["model"]["device"] == "cpu" and not m["model"]["qlora"]
-    assert m["model"]["gradient_checkpointing"]  # the CPU default (bench/train_machinery.py --profile)
+    # the CPU default: the tiny model's activations are far below half the available memory, so no checkpointing
+    choice = m["model"]["checkpointing_choice"]
+    assert not m["model"]["gradient_checkpointing"] and choice["activation_estimate_mb"] < choice["available_mb"] / 2
     assert all(0.0 <= p["padding_share"] < 1.0 for p in m["phases"])
     assert [p["buckets"] for p in m["phases"]] == [[0], [0, 1], [0, 1]]
     for phase in m["phases"]:
         assert set(phase["eval"]) == {"release_test", "meld_test"}
+        for name, ev in phase["eval"].items():  # the majority baseline on exactly the utterances scored
+            preds = _jsonl(out / "phases" / f"phase-{phase['phase']}" / f"predictions-{name}.jsonl")
+            assert ev["accuracy"] == pytest.approx(sum(p["gold"] == p["pred"] for p in preds) / len(preds))
+            assert sum(ev["predicted"].values()) == len(preds) == ev["n"]
+            assert ev["majority"]["label"] == m["majority_label"]
+            assert ev["majority"]["accuracy"] == pytest.approx(
+                sum(p["gold"] == m["majority_label"] for p in preds) / len(preds))
         for ev in phase["eval"].values():
             assert 0.0 <= ev["weighted_f1"] <= 1.0 and 0.0 <= ev["accuracy"] <= 1.0 and ev["n"] > 0
         assert phase["steps"] > 0 and phase["train_loss"] > 0 and phase["samples_per_s"] > 0
@@ -181,6 +190,9 @@ def test_train_through_all_phases_on_cpu(world) -> None:
     orders = [_jsonl(out / "phases" / f"phase-{i}" / "order.jsonl") for i in (1, 2, 3)]
     trained = {r["id"] for o in orders for r in o}
     assert len(trained) == m["n_train"]
+    label_of = {f"{u['dialogue_id']}:{u['utterance_idx']}": u["label_erc7"] for u in world.utts["train"]}
+    trained_labels = [label_of[i] for i in trained]
+    assert trained_labels.count(m["majority_label"]) == max(trained_labels.count(x) for x in trained_labels)
     assert orders[0] and all(bucket_of[r["id"]] == 0 == r["bucket"] for r in orders[0])
     assert {r["id"] for r in orders[0]} == {i for i in trained if bucket_of[i] == 0}
     for o in orders[1:]:
@@ -283,3 +295,43 @@ def test_resume_after_a_kill_keeps_finished_phases(world) -> None:
     assert m["complete"] and len(m["phases"]) == 2 and m["phases"][0] == phase1["metrics"]
     assert m["phases"][1]["samples"] == 25 * m["n_train"]  # phase 2 ran in full after the restart
     assert (out / "phases" / "phase-1" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter1
+
+
+def test_cross_taxonomy_scoring_counts_a_prediction_equal_to_the_gold_label(world, monkeypatch) -> None:
+    """A release of the deepdialogue taxonomy scored on MELD test: the candidates are the release's erc7 labels and
+    MELD's gold labels are mapped into that space, so an oracle scorer gets every utterance right, a constant scorer
+    is reported as such, and the majority baseline is scored on exactly the same utterances."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import trainer.train as tt
+    from trainer.export import ExportOptions
+
+    cfg = tt.TrainConfig(window=1, k=0, max_length=256, max_eval=12, eval_sets=("meld",))
+    prep = tt.prepare(world.home, world.version, cfg, log=lambda m: None)
+    assert prep.labels == ["neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise"]
+    tok = AutoTokenizer.from_pretrained(str(world.tiny), local_files_only=True)
+    enc = tt.Encoder(tok, prep.labels, ExportOptions(mapping="erc7", window=1, k=0), cfg.max_length)
+    items = {"meld_test": [enc.encode(s) for s in prep.tests["meld_test"]]}
+    gold = [e.sample.label for e in items["meld_test"]]
+    assert set(gold) <= set(prep.labels) and len(set(gold)) > 1
+    gold_of = {tuple(e.prompt): prep.labels.index(e.sample.label) for e in items["meld_test"]}
+
+    def oracle(model, prompts, label_ids, pad_id, batch_size):  # fault injection: a scorer that knows the answer
+        return torch.stack([torch.nn.functional.one_hot(torch.tensor(gold_of[tuple(p)]), len(label_ids)).float()
+                            for p in prompts])
+
+    model = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(tt, "score_labels", oracle)
+    res = tt.evaluate_sets(model, enc, items, tok.pad_token_id, 4, majority="neutral")["meld_test"]
+    assert res["accuracy"] == 1.0 and res["weighted_f1"] == 1.0 and res["macro_f1"] == 1.0
+    assert res["predicted"] == {lab: gold.count(lab) for lab in sorted(set(gold))}
+    assert res["majority"]["label"] == "neutral"
+    assert res["majority"]["accuracy"] == pytest.approx(gold.count("neutral") / len(gold))
+
+    lines: list[str] = []
+    monkeypatch.setattr(tt, "score_labels", lambda model, prompts, *a: torch.eye(7)[[1] * len(prompts)])
+    res = tt.evaluate_sets(model, enc, items, tok.pad_token_id, 4, log=lines.append, majority="neutral")["meld_test"]
+    assert res["predicted"] == {"anger": len(gold)}
+    assert res["accuracy"] == pytest.approx(gold.count("anger") / len(gold))
+    assert any("answers 'anger' for all" in ln for ln in lines), lines

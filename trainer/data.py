@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from warehouse.utterances import (  # noqa: F401 - re-exported
     IDENTITY, SPLITS, DataError, ReleaseRef, Utterance, by_dialogue, cap_dialogues, imported_sources,
-    imported_utterances, open_release, release_fingerprint, release_utterances, supports_mapping,
+    imported_utterances, majority_label, open_release, release_fingerprint, release_utterances, supports_mapping,
 )
 
 TrainerDataError = DataError

@@ -14,12 +14,13 @@ from typing import Sequence
 
 def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] | None = None) -> dict:
     """Accuracy, weighted-F1 (per-label F1 weighted by gold support, as scikit-learn's ``average='weighted'``),
-    macro-F1 over the labels present in gold, and per-label precision/recall/F1/support."""
+    macro-F1 over the labels present in gold, per-label precision/recall/F1/support, and how often each label was
+    predicted (``predicted``: a model that answers one label for everything shows as a single entry)."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
     n = len(gold)
     if n == 0:
-        return {"n": 0, "accuracy": None, "weighted_f1": None, "macro_f1": None, "per_label": {}}
+        return {"n": 0, "accuracy": None, "weighted_f1": None, "macro_f1": None, "per_label": {}, "predicted": {}}
     support = Counter(gold)
     predicted = Counter(pred)
     correct = Counter(g for g, p in zip(gold, pred) if g == p)
@@ -35,7 +36,7 @@ def classification_metrics(gold: Sequence[str], pred: Sequence[str], labels: Seq
     weighted = sum(per_label[lab]["f1"] * support[lab] for lab in present) / n
     macro = sum(per_label[lab]["f1"] for lab in present) / len(present) if present else 0.0
     return {"n": n, "accuracy": sum(correct.values()) / n, "weighted_f1": weighted, "macro_f1": macro,
-            "per_label": per_label}
+            "per_label": per_label, "predicted": dict(sorted(predicted.items()))}
 
 
 def _left_pad(seqs: Sequence[list[int]], pad_id: int):

@@ -42,11 +42,12 @@ from trainer.base_model import default_base_model
 from trainer.batching import length_batches, padding_share, plain_batches, return_freed_memory_to_os
 from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
 from trainer.data import (
-    TrainerDataError, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
-    supports_mapping,
+    TrainerDataError, cap_dialogues, imported_sources, imported_utterances, majority_label, open_release,
+    release_utterances, supports_mapping,
 )
 from trainer.evaluate import classification_metrics, score_labels
 from trainer.export import ErcSample, ExportOptions, attach_demonstrations, make_samples
+from trainer.memory import available_bytes, choose_checkpointing
 from trainer.progress import TrainProgress
 from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
 
@@ -277,9 +278,18 @@ def _score_sorted(model, enc: Encoder, items: list[Encoded], pad_id: int, batch_
     return best
 
 
+def _baseline(gold: list[str], label: str, labels: list[str]) -> dict:
+    """The majority-class baseline on the same utterances: always ``label``."""
+    m = classification_metrics(gold, [label] * len(gold), labels)
+    return {"label": label, **{k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1")}}
+
+
 def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: int, batch_size: int,
                   out_dir: Path | None = None, progress: bool = False,
-                  log: Callable[[str], None] = print) -> dict[str, dict]:
+                  log: Callable[[str], None] = print, majority: str | None = None) -> dict[str, dict]:
+    """Scores per test set; with ``majority`` (the training data's most frequent label) each set also gets the
+    majority-class baseline on exactly its utterances (``majority``), and a model that answers one label for every
+    utterance is logged as such."""
     was_training = model.training
     model.eval()
     results = {}
@@ -293,6 +303,11 @@ def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: 
         gold = [e.sample.label for e in items]
         m = classification_metrics(gold, pred, enc.labels)
         m["seconds"] = round(time.perf_counter() - t0, 3)
+        if majority is not None:
+            m["majority"] = _baseline(gold, majority, enc.labels)
+        if len(m["predicted"]) == 1 and len(items) > 1:
+            log(f"{name}: the model answers {pred[0]!r} for all {len(items)} utterances (a constant predictor: "
+                f"too few training steps, or a collapsed adapter)")
         results[name] = m
         if out_dir is not None:
             lines = "".join(json.dumps({"id": e.sample.id, "gold": g, "pred": p}) + "\n" for e, g, p in zip(items, gold, pred))
@@ -331,11 +346,17 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     train_enc = [enc.encode(s) for s in prep.train]
     lengths = [len(e.prompt) + len(e.answer) for e in train_enc]
     test_enc = {name: [enc.encode(s) for s in items] for name, items in prep.tests.items()}
+    majority = majority_label(s.label for s in prep.train)
     n_trunc = sum(e.truncated for e in train_enc) + sum(e.truncated for v in test_enc.values() for e in v)
-    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile, SmolLM2-135M, batch
-    # 8 x 384: 12.4 GB -> 4.9 GB with checkpointing, 1.5 GB once glibc returns freed memory; about half the speed)
-    info["gradient_checkpointing"] = (cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None
-                                      else info["qlora"] or info["device"] == "cpu")
+    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile): checkpointing when
+    # they would not fit comfortably (trainer.memory), always with QLoRA, never on a plain GPU unless forced
+    if cfg.gradient_checkpointing is not None:
+        info["gradient_checkpointing"] = cfg.gradient_checkpointing
+    elif info["device"] == "cpu" and not info["qlora"]:
+        info["gradient_checkpointing"], info["checkpointing_choice"] = choose_checkpointing(
+            model.config, cfg.batch_size, max(lengths), available_bytes())
+    else:
+        info["gradient_checkpointing"] = info["qlora"]
     if info["device"] == "cpu":
         info["malloc_mmap_threshold"] = return_freed_memory_to_os()
     if info["qlora"]:
@@ -355,7 +376,7 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
         bucket_counts[str(b)] = bucket_counts.get(str(b), 0) + 1
     metrics: dict[str, Any] = {
         "fingerprint": fp, "release": version, "base_model": str(base_model), "mapping": cfg.mapping,
-        "labels": prep.labels, "config": cfg.model_dump(), "model": info,
+        "labels": prep.labels, "majority_label": majority, "config": cfg.model_dump(), "model": info,
         "parameters": {"trainable": trainable, "total": total}, "library": prep.library,
         "n_train": len(train_enc), "test_sets": {k: len(v) for k, v in test_enc.items()},
         "truncated_prompts": n_trunc, "buckets": bucket_counts, "n_buckets": prep.n_buckets,
@@ -421,7 +442,8 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         train_samples += seen
-        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log)
+        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log,
+                              majority=majority)
         record = {
             "phase": phase.index, "buckets": list(phase.buckets), "epochs": phase.epochs, "samples": seen,
             "steps": step, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),

@@ -33,8 +33,8 @@ from warehouse.embeddings import Embedder, EmbeddingCache
 from warehouse.evaluation_file import write_evaluation
 from warehouse.importers.labels import ERC7, LABEL_SETS
 from warehouse.utterances import (
-    DataError, Utterance, by_dialogue, cap_dialogues, imported_sources, imported_utterances, open_release, release_utterances,
-    supports_mapping,
+    DataError, Utterance, by_dialogue, cap_dialogues, imported_sources, imported_utterances, majority_label, open_release,
+    release_utterances, supports_mapping,
 )
 
 MAPPING = "erc7"
@@ -131,10 +131,10 @@ def _ceiling(home: Path, src: str, test: list[Utterance], cache: EmbeddingCache,
     """(ceiling scores or None, majority scores): the probe trained on ``src``'s own train split."""
     gold = [u.label for u in test]
     if "train" not in imported_sources(home).get(src, []):
-        label = Counter(gold).most_common(1)[0][0]
+        label = majority_label(gold)
         return None, {**scores(gold, [label] * len(gold)), "label": label, "prior": "test"}
     train = imported_utterances(home, src, "train", MAPPING)
-    label = sorted(Counter(u.label for u in train).items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+    label = majority_label(u.label for u in train)
     majority = {**scores(gold, [label] * len(gold)), "label": label, "prior": "train"}
     key = hashlib.sha256(json.dumps([PROBE_VERSION, cache.embedder.fingerprint, opts.describe(),
                                      _data_fingerprint(train, test)], sort_keys=True).encode()).hexdigest()[:20]

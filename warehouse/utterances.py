@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -193,6 +195,14 @@ def cap_dialogues(utts: list[Utterance], max_utterances: int | None) -> list[Utt
         if n >= max_utterances:
             break
     return [u for u in utts if u.dialogue_id in keep]
+
+
+def majority_label(labels: Iterable[str]) -> str:
+    """The most frequent label (ties: the first by name): the majority-class baseline's answer."""
+    counts = Counter(labels)
+    if not counts:
+        raise DataError("no labels to take a majority of")
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
 def by_dialogue(utts: list[Utterance]) -> dict[str, list[Utterance]]:

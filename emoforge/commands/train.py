@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
         grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step")] = None,
         max_length: Annotated[Optional[int], typer.Option(help="tokens per sample (prompts are fitted)")] = None,
         qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="4-bit QLoRA (default: when GPU + bitsandbytes)")] = None,
-        gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="recompute activations in the backward pass: much less memory, more time (default: with QLoRA and on CPU)")] = None,
+        gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="recompute activations in the backward pass: much less memory, more time (default: with QLoRA; on CPU when the estimated activations exceed half the available memory)")] = None,
         length_bucketing: Annotated[Optional[bool], typer.Option("--length-bucketing/--no-length-bucketing", help="micro-batches of similar prompt length [train.length_bucketing]")] = None,
         max_train_samples: Annotated[Optional[int], typer.Option(help="cap on training utterances (whole dialogues)")] = None,
         max_steps_per_phase: Annotated[Optional[int], typer.Option(help="cap on optimiser steps per phase")] = None,

@@ -32,7 +32,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
     max_length: int = Field(1024, ge=16, description="tokens per sample (prompts are fitted)")
     qlora: bool | None = Field(None, description="4-bit QLoRA (None: when a GPU and bitsandbytes are present)")
-    gradient_checkpointing: bool | None = Field(None, description="None: on with QLoRA and on CPU")
+    gradient_checkpointing: bool | None = Field(None, description="None: on with QLoRA; on CPU when the estimated activations exceed half the available memory")
     length_bucketing: bool = Field(True, description="micro-batches of similar prompt length (less padding)")
     # size limits (smoke runs, CPU)
     max_train_samples: int | None = Field(None, ge=1, description="training utterances (whole dialogues)")
