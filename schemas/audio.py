@@ -42,13 +42,18 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
+def frame_rms(x: np.ndarray, n: int) -> np.ndarray:
+    """RMS of every whole frame of ``n`` samples (a tail shorter than a frame is left out)."""
+    k = x.size // n
+    return np.sqrt(np.mean(x[: k * n].reshape(k, n).astype(np.float64) ** 2, axis=1))
+
+
 def active_rms(x: np.ndarray, sr: int, frame_s: float = 0.03) -> float:
     """RMS over the frames within 30 dB of the loudest frame (the speech, not the pauses)."""
     n = max(1, int(sr * frame_s))
-    usable = x[: (x.size // n) * n]
-    if usable.size == 0:
+    if x.size < n:
         return rms(x)
-    frames = np.sqrt(np.mean(usable.reshape(-1, n).astype(np.float64) ** 2, axis=1))
+    frames = frame_rms(x, n)
     loud = frames[frames >= frames.max() * 10 ** (-30 / 20)]
     return float(np.sqrt(np.mean(loud**2))) if loud.size else 0.0
 

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 # the measurements are shared with the release gate (schemas.audio); re-exported for the speech stage
-from schemas.audio import EPS, Measures, active_rms, db, f0_track, measure, mfcc_mean, rms, trim_silence
+from schemas.audio import EPS, Measures, active_rms, db, f0_track, frame_rms, measure, mfcc_mean, rms, trim_silence
 
 __all__ = ["EPS", "Measures", "active_rms", "db", "f0_track", "measure", "mfcc_mean", "normalise_loudness",
            "resample", "rms", "silence", "stretch_ratio", "trim_silence", "gate"]
@@ -51,7 +51,6 @@ def silence(seconds: float, sr: int) -> np.ndarray:
     return np.zeros(max(0, int(round(seconds * sr))), dtype=np.float32)
 
 
-
 def gate(x: np.ndarray, sr: int, threshold_db: float, frame_s: float = 0.01, hold_s: float = 0.04) -> np.ndarray:
     """Silence the stretches quieter than ``threshold_db`` relative to the peak (frame RMS), keeping ``hold_s``
     around every louder frame so onsets and tails stay whole; the gain ramps over one frame (no clicks)."""
@@ -60,7 +59,7 @@ def gate(x: np.ndarray, sr: int, threshold_db: float, frame_s: float = 0.01, hol
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if k < 2 or peak < 1e-6:
         return x.astype(np.float32, copy=False)
-    level = np.sqrt(np.mean(x[: k * n].reshape(k, n).astype(np.float64) ** 2, axis=1)) / peak
+    level = frame_rms(x, n) / peak
     keep = level >= 10 ** (threshold_db / 20)
     hold = int(round(hold_s / frame_s))
     if hold:
