@@ -47,6 +47,14 @@ def offline_env(home: Path | None = None) -> None:
     logging.getLogger("great_expectations").setLevel(logging.ERROR)  # GX logs every ephemeral context at INFO
 
 
+def machine_cache_dir(name: str, override_env: str) -> Path:
+    """A per-machine cache of derived model files (shared by every home): ``$<override_env>`` if set, else
+    ``$XDG_CACHE_HOME/emoforge/<name>`` (``~/.cache/emoforge/<name>``)."""
+    if os.environ.get(override_env):
+        return Path(os.environ[override_env])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emoforge" / name
+
+
 def code_version() -> str:
     """Package version plus the git commit of the checkout when there is one."""
     try:

