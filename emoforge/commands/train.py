@@ -30,6 +30,20 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+StrictOpt = Annotated[bool, typer.Option(help="abort (import nothing) when any row is bad")]
+ForceOpt = Annotated[bool, typer.Option(help="re-import files imported before")]
+KeepDuplicatesOpt = Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")]
+
+
+def _run_import(importer, *args, **kwargs) -> None:
+    """Run an importer and print its report; a failed import is the user's error message, nothing written."""
+    try:
+        report = importer(*args, **kwargs)
+    except ImportFailed as exc:
+        fail(str(exc))
+    _report_import(report)
+
+
 def _report_import(report) -> None:
     if report.skipped:
         console.print(f"{report.source}: these files were imported before (run {report.run_id}); nothing written "
@@ -62,17 +76,13 @@ imp = typer.Typer(help="Import a real ERC dataset into the warehouse as an exter
 def import_dd(
     path: Annotated[Path, typer.Argument(help="DailyDialog folder with train/ validation/ test/")],
     home: HomeOpt = None,
-    strict: Annotated[bool, typer.Option(help="abort (import nothing) when any row is bad")] = False,
-    force: Annotated[bool, typer.Option(help="re-import files imported before")] = False,
-    keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
+    strict: StrictOpt = False,
+    force: ForceOpt = False,
+    keep_duplicates: KeepDuplicatesOpt = False,
 ) -> None:
     """Import DailyDialog (7 emotions; happiness maps to joy under erc7)."""
-    h = open_home(home)
-    try:
-        report = import_dailydialog(h, path, strict=strict, force=force, drop_duplicates=not keep_duplicates)
-    except ImportFailed as exc:
-        fail(str(exc))
-    _report_import(report)
+    _run_import(import_dailydialog, open_home(home), path, strict=strict, force=force,
+                drop_duplicates=not keep_duplicates)
 
 
 @imp.command("meld")
@@ -80,17 +90,13 @@ def import_meld_cmd(
     path: Annotated[Path, typer.Argument(help="folder with MELD's *_sent_emo.csv files, or one CSV file")],
     home: HomeOpt = None,
     split: Annotated[Optional[str], typer.Option(help="split of a single CSV file (train/validation/test)")] = None,
-    strict: Annotated[bool, typer.Option(help="abort (import nothing) when any row is bad")] = False,
-    force: Annotated[bool, typer.Option(help="re-import files imported before")] = False,
-    keep_duplicates: Annotated[bool, typer.Option(help="keep validation/test dialogues also found in train")] = False,
+    strict: StrictOpt = False,
+    force: ForceOpt = False,
+    keep_duplicates: KeepDuplicatesOpt = False,
 ) -> None:
     """Import MELD CSVs (Utterance, Speaker, Emotion, Dialogue_ID, Utterance_ID)."""
-    h = open_home(home)
-    try:
-        report = import_meld(h, path, split=split, strict=strict, force=force, drop_duplicates=not keep_duplicates)
-    except ImportFailed as exc:
-        fail(str(exc))
-    _report_import(report)
+    _run_import(import_meld, open_home(home), path, split=split, strict=strict, force=force,
+                drop_duplicates=not keep_duplicates)
 
 
 @commands.command("export-erc")
