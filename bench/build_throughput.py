@@ -49,24 +49,10 @@ PHASES = ("plan_scenarios", "load_stored", "run_shard_sync", "apply_near_duplica
 
 def _timed_phases(phases: dict) -> None:
     """Wall time per stage of the build (summed over shards), by wrapping the plain functions ``flows.build`` calls."""
-    import threading
-
     import flows.build as build
+    from bench.stage_timing import time_calls
 
-    lock = threading.Lock()
-
-    def wrap(name: str, real):
-        def timed(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return real(*args, **kwargs)
-            finally:
-                with lock:
-                    phases[name] = round(phases.get(name, 0.0) + time.perf_counter() - t, 3)
-        return timed
-
-    for name in PHASES:
-        setattr(build, name, wrap(name, getattr(build, name)))
+    time_calls([(build, name, name) for name in PHASES], phases)
 
 
 def _profiled_shards(profiles: list) -> None:
@@ -128,7 +114,8 @@ def child(args: argparse.Namespace) -> None:
     out = {"dialogues": args.dialogues, "calls": calls, "run_wall_s": round(wall, 2), "build_wall_s": m.get("wall_s"),
            "calls_per_s": round(calls / m["wall_s"], 1) if m.get("wall_s") else None,
            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "statuses": m.get("statuses"), "cpu_s": round(time.process_time() - cpu0, 2), "phases_s": phases}
+           "statuses": m.get("statuses"), "cpu_s": round(time.process_time() - cpu0, 2),
+           "phases_s": {k: round(v, 3) for k, v in phases.items()}}
     if args.profile:
         out["profile_top"] = _top(profiles)
         if args.profile_out:  # the merged profile, for `python -m pstats FILE`

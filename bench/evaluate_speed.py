@@ -38,7 +38,7 @@ def main() -> None:
 
     offline_env(home)
     from bench.train import dd_subset
-    from flows.synthetic import synthetic_dialogues
+    from flows.synthetic import load_synthetic
     from schemas.config import Config
     from schemas.taxonomy import load_taxonomy
     from warehouse.evaluation import ProbeOptions, evaluate_release
@@ -47,13 +47,7 @@ def main() -> None:
     from warehouse.store import Warehouse
 
     import_dailydialog(home, dd_subset(tmp / "dd", a.dd_train, a.dd_test))
-    wh = Warehouse(home)
-    dialogues, turns = [], []
-    for d, ts in synthetic_dialogues(load_taxonomy("deepdialogue"), n_dialogues, seed=1):
-        dialogues.append(d)
-        turns += ts
-    wh.upsert(turns)
-    wh.upsert(dialogues)
+    load_synthetic(Warehouse(home), load_taxonomy("deepdialogue"), n_dialogues, seed=1)
     cfg = Config.model_validate({"publish": {"sources": ["synthetic"], "report": False}})
     version = publish_release(home, cfg, evaluate=False)["version"]
     opts = ProbeOptions(sets=("dailydialog",))

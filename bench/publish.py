@@ -59,29 +59,17 @@ STAGES = (("warehouse.publish", "_select"), ("warehouse.publish", "_quarantine")
 
 def _timed_stages(stages: dict, cpu: dict) -> None:
     """Wall time and process CPU time per stage of a publish (summed over calls), by wrapping the functions
-    ``publish_release`` calls (CPU: of the whole process meanwhile, so a stage overlapping another in a thread
-    counts the other's CPU too)."""
+    ``publish_release`` calls."""
     import importlib
-    import threading
 
-    lock = threading.Lock()
+    from bench.stage_timing import time_calls
 
-    def wrap(name: str, real):
-        def timed(*args, **kwargs):
-            t, c = time.perf_counter(), time.process_time()
-            try:
-                return real(*args, **kwargs)
-            finally:
-                with lock:
-                    stages[name] = stages.get(name, 0.0) + time.perf_counter() - t
-                    cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
-        return timed
-
+    targets = []
     for mod_name, fn in STAGES:
         mod = importlib.import_module(mod_name)
         if hasattr(mod, fn):
-            key = fn.lstrip("_") if mod_name == "warehouse.publish" else f"report.{fn}"
-            setattr(mod, fn, wrap(key, getattr(mod, fn)))
+            targets.append((mod, fn, fn.lstrip("_") if mod_name == "warehouse.publish" else f"report.{fn}"))
+    time_calls(targets, stages, cpu)
 
 
 def child(kind: str, home: str, audio: bool) -> None:

@@ -47,7 +47,7 @@ def main() -> None:
     offline_env(home)
 
     from schemas.config import Config
-    from flows.synthetic import synthetic_dialogues
+    from flows.synthetic import load_synthetic
     from schemas.taxonomy import load_taxonomy
     from trainer.evaluate import score_labels, score_labels_full
     from trainer.batching import full_logits_loss
@@ -56,13 +56,7 @@ def main() -> None:
     from warehouse.publish import publish_release
     from warehouse.store import Warehouse
 
-    wh = Warehouse(home)
-    dialogues, turns = [], []
-    for d, ts in synthetic_dialogues(load_taxonomy("deepdialogue"), n_dialogues, seed=11):
-        dialogues.append(d)
-        turns += ts
-    wh.upsert(turns)
-    wh.upsert(dialogues)
+    load_synthetic(Warehouse(home), load_taxonomy("deepdialogue"), n_dialogues, seed=11)
     version = publish_release(home, Config.model_validate({"publish": {"sources": ["synthetic"]}}))["version"]
     if a.profile:
         from bench.train_profile import profile
