@@ -35,7 +35,7 @@ def similarity_matrix(tax: Taxonomy, labels: list[str]) -> np.ndarray:
     return out
 
 
-def _codes(col: pa.Array | pa.ChunkedArray) -> tuple[list, np.ndarray]:
+def dictionary_codes(col: pa.Array | pa.ChunkedArray) -> tuple[list, np.ndarray]:
     """(distinct values, the index of every value among them; -1 for a null)."""
     enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
     return enc.dictionary.to_pylist(), pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -56,12 +56,12 @@ def dialogue_difficulty(con, tax: Taxonomy, k: float, b: float) -> tuple[pa.Arra
     if not t.num_rows:
         return pa.array([], pa.string()), np.zeros(0)
     ids = t.column("dialogue_id").combine_chunks()
-    _, id_code = _codes(ids)
+    _, id_code = dictionary_codes(ids)
     first = np.diff(id_code, prepend=-1) != 0  # rows are sorted by dialogue, then index
     dlg = np.cumsum(first) - 1
     n, n_dlg = t.num_rows, int(dlg[-1]) + 1
-    labels, lab = _codes(t.column("label"))
-    _, spk = _codes(t.column("speaker"))
+    labels, lab = dictionary_codes(t.column("label"))
+    _, spk = dictionary_codes(t.column("speaker"))
     sim = similarity_matrix(tax, [str(x) for x in labels])
     rows = np.arange(n)
     prev = _previous(rows, ~first, lab)  # the previous turn's label
@@ -85,4 +85,4 @@ def dialogue_difficulty(con, tax: Taxonomy, k: float, b: float) -> tuple[pa.Arra
     return ids.filter(pa.array(first)), values
 
 
-__all__ = ["dialogue_difficulty", "similarity_matrix"]
+__all__ = ["dialogue_difficulty", "dictionary_codes", "similarity_matrix"]

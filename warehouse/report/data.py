@@ -98,11 +98,6 @@ class ReleaseData:
     warehouse: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
 
-    @property
-    def dialogues(self) -> list[dict]:
-        """The dialogue rows as dicts (one per dialogue; for callers that want rows, not columns)."""
-        return self.dialogue_table.to_pylist()
-
 
 def _warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
     """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations."""

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from schemas.stats import quantiles
 from schemas.text import count_words_column
 from warehouse.importers.labels import ERC7
+from warehouse.difficulty_table import dictionary_codes
 from warehouse.report.data import ReleaseData, _audio_duration, _audio_ref
 
 
@@ -34,9 +35,7 @@ class Sequences:
 
     def codes(self) -> tuple[list[str], np.ndarray]:
         """(distinct labels, the code of every label: its index there; -1 for None or "")."""
-        enc = pc.dictionary_encode(self.labels)
-        names = enc.dictionary.to_pylist()
-        codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        names, codes = dictionary_codes(self.labels)
         empty = [i for i, n in enumerate(names) if not n]
         if empty:
             codes[np.isin(codes, empty)] = -1
@@ -195,10 +194,10 @@ def _audio_figures(data: ReleaseData) -> dict[str, Any]:
     return audio
 
 
-def _emotion_figures(data: ReleaseData, seqs: Sequences, trans: Counter) -> dict:
+def _emotion_figures(data: ReleaseData, seqs: Sequences) -> dict:
     """Final and intended label counts, label sources, erc7 classes, and the label names in the taxonomy's order."""
     tax, utt = data.taxonomy, data.utterances
-    final = Counter({e: n for e, n in _counts(pa.table({"e": seqs.labels}), "e").items() if e})
+    final = _counts(pa.table({"e": seqs.labels}), "e")  # non-empty labels
     intended = _counts(utt, "intended_emotion")
     label_source = Counter({k or "unknown": v for k, v in _counts(utt, "label_source").items()})
     if utt.num_rows and sum(label_source.values()) < utt.num_rows:
@@ -266,7 +265,7 @@ def release_stats(data: ReleaseData, dailydialog: dict | None = None) -> dict:
     utt = data.utterances
     seqs = emotion_sequences(data)
     trans, distinct = _transitions(seqs)
-    emotions = _emotion_figures(data, seqs, trans)
+    emotions = _emotion_figures(data, seqs)
     graph_edges = {(a, b) for a, dsts in (tax.transitions.items() if tax is not None else []) for b in dsts}
     dv = _dialogue_values(data.dialogue_table)
     turns, words = dv["turns"], _words(data)
