@@ -457,8 +457,9 @@ def run_server(prefect_home: Path, host: str = "127.0.0.1", port: int = 4200, ui
                timeout: float = 180.0, on_ready=None) -> int:
     """``emoforge prefect-server``: a Prefect server (with its UI) in the foreground until SIGTERM/SIGINT, which
     stop its whole process group; it also ends (SIGTERM) when this process is killed."""
-    server, api_url = start_server(prefect_home, port=port, host=host, timeout=timeout, ui=ui,
-                                   log_path=prefect_home / "server.log", die_with_parent=True)
-    if on_ready is not None:
-        on_ready(api_url)
-    return procs.run_foreground(server)
+    with procs.StopSignals() as signals:  # a SIGINT/SIGTERM while the server starts stops it once it is up
+        server, api_url = start_server(prefect_home, port=port, host=host, timeout=timeout, ui=ui,
+                                       log_path=prefect_home / "server.log", die_with_parent=True)
+        if on_ready is not None and not signals.stopping:
+            on_ready(api_url)
+        return procs.run_foreground(server, signals=signals)

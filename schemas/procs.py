@@ -11,6 +11,7 @@ error before anything starts (a server would otherwise die on bind, or silently 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -169,20 +170,34 @@ def stop_group(pid: int, grace: float = 15.0) -> None:
         pass
 
 
-def run_foreground(sup: Supervised, grace: float = 15.0) -> int:
-    """Wait for ``sup`` until it exits or this process gets SIGTERM/SIGINT (then stop its group); its exit code."""
-    stopping = False
+class StopSignals:
+    """While entered, SIGTERM and SIGINT only set ``stopping``: enter it before starting a foreground child, so a
+    signal that arrives during its start-up is kept (a SIGINT inherited as ignored, as under a background job,
+    would otherwise be lost until a handler is installed)."""
 
-    def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        nonlocal stopping
-        stopping = True
+    def __init__(self) -> None:
+        self.stopping = False
+        self._old: dict = {}
 
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while sup.alive() and not stopping:
-            time.sleep(0.2)
-    finally:
-        sup.stop(grace)
-        for s, handler in old.items():
+    def _set(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.stopping = True
+
+    def __enter__(self) -> "StopSignals":
+        self._old = {s: signal.signal(s, self._set) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
             signal.signal(s, handler)
-    return 0 if stopping else (sup.proc.returncode or 0)
+
+
+def run_foreground(sup: Supervised, grace: float = 15.0, signals: StopSignals | None = None) -> int:
+    """Wait for ``sup`` until it exits or this process gets SIGTERM/SIGINT (then stop its group); its exit code.
+    ``signals``: the :class:`StopSignals` entered before ``sup`` started (a signal during its start-up counts)."""
+    with StopSignals() if signals is None else contextlib.nullcontext(signals) as sig:
+        try:
+            while sup.alive() and not sig.stopping:
+                time.sleep(0.2)
+        finally:
+            sup.stop(grace)
+    return 0 if sig.stopping else (sup.proc.returncode or 0)

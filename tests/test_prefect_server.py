@@ -95,3 +95,25 @@ def test_stopping_prefect_server_leaves_no_server_behind(tmp_path, sig):
         assert port_free(port), f"port {port} still taken after {sig.name}"
     finally:
         _cleanup(proc, tree)
+
+
+def test_a_sigint_during_start_up_stops_the_server_once_it_is_up(tmp_path):
+    """The signal comes before the command's own health check returns (seen in CI: the test's GETs were faster, and
+    with SIGINT inherited as ignored the signal was lost and the command ran on)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_UI_API_URL", "PREFECT_HOME")}
+    proc = subprocess.Popen([str(EMOFORGE), "prefect-server", "--home", str(tmp_path / "home"), "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 60
+        while not _descendants(proc.pid) and time.monotonic() < deadline:  # the server child exists: start-up
+            time.sleep(0.05)
+        tree = _descendants(proc.pid)
+        assert tree, "no server child started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 0
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        _cleanup(proc, _descendants(proc.pid))
