@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -238,6 +239,50 @@ def test_loss_falls_the_adapter_moves_and_progress_is_logged_without_a_terminal(
 
 
 @pytest.mark.slow
+def test_eval_last_phase_scores_only_after_the_last_phase(world) -> None:
+    from trainer.train import TrainConfig, train
+
+    out = world.root / "last-only"
+    cfg = TrainConfig(window=1, k=0, batch_size=4, max_length=256, max_train_samples=8, max_eval=4,
+                      schedule="0:1;all:1", eval_every_phase=False)
+    m = train(world.home, world.version, world.tiny, out, cfg, log=lambda _m: None, progress=False)
+    first, last = m["phases"]
+    assert first["eval"] == {} and not list((out / "phases" / "phase-1").glob("predictions-*.jsonl"))
+    assert set(last["eval"]) == {"release_test", "meld_test"} and m["final"] == last["eval"]
+    assert len(_jsonl(out / "phases" / "phase-2" / "predictions-meld_test.jsonl")) == last["eval"]["meld_test"]["n"]
+
+
+def test_a_nan_batch_in_a_real_run_is_skipped_and_recorded(world, monkeypatch) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    import trainer.train as tt
+
+    real = tt.answer_loss
+    calls = {"n": 0}
+
+    def flaky(model, batch, pad_id, device):  # the third micro-batch's loss is NaN (and so its gradients)
+        calls["n"] += 1
+        loss = real(model, batch, pad_id, device)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(tt, "answer_loss", flaky)
+    out = world.root / "guarded"
+    cfg = tt.TrainConfig(window=1, k=0, batch_size=2, max_length=256, max_train_samples=10, max_eval=4,
+                         schedule="all:1", eval_every_phase=False)
+    m = tt.train(world.home, world.version, world.tiny, out, cfg, log=lambda _m: None, progress=False)
+    phase = m["phases"][0]
+    assert phase["skipped_steps"] == 1 and phase["losses"][2] is None
+    assert math.isfinite(phase["train_loss"]) and all(v is not None for i, v in enumerate(phase["losses"]) if i != 2)
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in weights.values())
+
+    def no_constants(name: str):
+        raise AssertionError(f"metrics.json holds {name}")
+
+    json.loads((out / "metrics.json").read_text(), parse_constant=no_constants)  # strict JSON: no NaN written
+
+
 def test_default_base_model_resolves_offline(tmp_path) -> None:
     import os
 

@@ -50,6 +50,7 @@ from trainer.export import ErcSample, ExportOptions, attach_demonstrations, make
 from trainer.memory import available_bytes, choose_checkpointing
 from trainer.progress import TrainProgress
 from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
+from trainer.step_guard import StepGuard
 
 
 class TrainError(RuntimeError):
@@ -65,7 +66,7 @@ def _has_bitsandbytes() -> bool:
     return True
 
 
-def load_base_model(path: str | Path, qlora: bool | None = None):
+def load_base_model(path: str | Path, qlora: bool | None = None, dtype: str = "float32"):
     """(model, tokenizer, info) from a local Hugging Face model folder or a GGUF file, never downloading."""
     import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
@@ -101,7 +102,7 @@ def load_base_model(path: str | Path, qlora: bool | None = None):
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["device_map"] = {"": 0}
     elif cuda:
-        kwargs["dtype"] = torch.bfloat16
+        kwargs["dtype"] = getattr(torch, dtype)
     else:
         kwargs["dtype"] = torch.float32
     try:
@@ -340,7 +341,7 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     prep = prepare(home, version, cfg, log)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model, tok, info = load_base_model(base_model, cfg.qlora)
+    model, tok, info = load_base_model(base_model, cfg.qlora, cfg.dtype)
     opts = ExportOptions(mapping=cfg.mapping, window=cfg.window, future=cfg.future, k=cfg.k, max_chars=cfg.max_chars)
     enc = Encoder(tok, prep.labels, opts, cfg.max_length)
     train_enc = [enc.encode(s) for s in prep.train]
@@ -406,6 +407,7 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = get_linear_schedule_with_warmup(optim, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
         model.train()
+        guard = StepGuard(log, TrainError)
         step, seen, loss_sum, loss_n, losses, padded = 0, 0, 0.0, 0, [], []
         t0 = time.perf_counter()
         order_log = open(pdir / "order.jsonl", "w")
@@ -425,15 +427,14 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
                                                     "bucket": prep.buckets[i]}) + "\n")
                     loss = answer_loss(model, batch, pad_id, device)
                     (loss / cfg.grad_accum).backward()
-                    loss_sum += float(loss.detach())
-                    loss_n += 1
-                    losses.append(round(float(loss.detach()), 5))
+                    value = float(loss.detach())
+                    if guard.note_loss(value):
+                        loss_sum += value
+                        loss_n += 1
+                    losses.append(round(value, 5) if math.isfinite(value) else None)
                     seen += len(batch)
                     if (mi + 1) % cfg.grad_accum == 0 or mi == len(micro) - 1:
-                        torch.nn.utils.clip_grad_norm_(params, 1.0)
-                        optim.step()
-                        sched.step()
-                        optim.zero_grad(set_to_none=True)
+                        guard.step(params, optim, sched)
                         step += 1
                     bar.advance(len(batch), loss_sum / loss_n)
         finally:
@@ -442,11 +443,12 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         train_samples += seen
-        evals = evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log,
-                              majority=majority)
+        evals = (evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log,
+                               majority=majority)
+                 if cfg.eval_every_phase or phase is prep.schedule[-1] else {})
         record = {
             "phase": phase.index, "buckets": list(phase.buckets), "epochs": phase.epochs, "samples": seen,
-            "steps": step, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),
+            "steps": step, "skipped_steps": guard.skipped, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),
             "samples_per_s": seen / seconds if seconds else None, "lr": cfg.lr,
             "warmup_steps": math.ceil(cfg.warmup_ratio * total_steps), "eval": evals,
             "losses": losses, "peak_rss_mb": peak_rss_mb(),
@@ -456,8 +458,8 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
         _write_json(done, {"fingerprint": fp, "metrics": record})
         metrics["phases"].append(record)
         _write_json(metrics_path, metrics)
-        log(f"{phase.describe()}: loss {record['train_loss']:.4f}, "
-            + ", ".join(f"{k} weighted-F1 {v['weighted_f1']:.4f} acc {v['accuracy']:.4f}" for k, v in evals.items()))
+        log(f"{phase.describe()}: loss {record['train_loss']:.4f}"
+            + "".join(f", {k} weighted-F1 {v['weighted_f1']:.4f} acc {v['accuracy']:.4f}" for k, v in evals.items()))
     model.save_pretrained(str(out))
     metrics["final"] = metrics["phases"][-1]["eval"]
     metrics["samples_per_s"] = train_samples / train_seconds if train_seconds else None

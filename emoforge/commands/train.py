@@ -146,11 +146,13 @@ def train_cmd(
     grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="tokens per sample (prompts are fitted)")] = None,
     qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="4-bit QLoRA (default: when GPU + bitsandbytes)")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="weights on a GPU without QLoRA: float32 or bfloat16 [train.dtype]")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="recompute activations in the backward pass: much less memory, more time (default: with QLoRA; on CPU when the estimated activations exceed half the available memory)")] = None,
     length_bucketing: Annotated[Optional[bool], typer.Option("--length-bucketing/--no-length-bucketing", help="micro-batches of similar prompt length [train.length_bucketing]")] = None,
     max_train_samples: Annotated[Optional[int], typer.Option(help="cap on training utterances (whole dialogues)")] = None,
     max_steps_per_phase: Annotated[Optional[int], typer.Option(help="cap on optimiser steps per phase")] = None,
     max_eval: Annotated[Optional[int], typer.Option(help="cap on utterances per test set")] = None,
+    eval_every_phase: Annotated[Optional[bool], typer.Option("--eval-every-phase/--eval-last-phase", help="score the test sets after every phase, or after the last only [train.eval_every_phase]")] = None,
     eval_sets: Annotated[Optional[str], typer.Option(help="imported sources to test on (comma list; default: all that map)")] = None,
     library_sources: Annotated[Optional[str], typer.Option(help="imported sources in the library (comma list)")] = None,
     library_max_per_source: Annotated[Optional[int], typer.Option(help="imported training utterances per source (0: all) [train.library_max_per_source]")] = None,
@@ -165,10 +167,10 @@ def train_cmd(
     flags = dict(
         mapping=mapping, window=window, future=future, k=k, epochs=epochs, buckets=buckets, schedule=schedule,
         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, lr=lr, warmup_ratio=warmup_ratio,
-        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, qlora=qlora,
+        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, qlora=qlora, dtype=dtype,
         gradient_checkpointing=gradient_checkpointing, length_bucketing=length_bucketing,
         max_train_samples=max_train_samples, max_steps_per_phase=max_steps_per_phase, max_eval=max_eval,
-        eval_sets=_csv(eval_sets), library_sources=_csv(library_sources), seed=seed)
+        eval_every_phase=eval_every_phase, eval_sets=_csv(eval_sets), library_sources=_csv(library_sources), seed=seed)
     try:
         cfg = train_config(config, flags, library_max_per_source)
         if flow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Literal
 
 from pydantic import Field
 
@@ -32,6 +33,9 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimiser step")
     max_length: int = Field(1024, ge=16, description="tokens per sample (prompts are fitted)")
     qlora: bool | None = Field(None, description="4-bit QLoRA (None: when a GPU and bitsandbytes are present)")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="weights on a GPU without QLoRA (CPU: always float32). SmolLM2-135M on an H200: "
+        "bfloat16 diverged (NaN) and was slower than float32 (docs/benchmarks.md)")
     gradient_checkpointing: bool | None = Field(None, description="None: on with QLoRA; on CPU when the estimated activations exceed half the available memory")
     length_bucketing: bool = Field(True, description="micro-batches of similar prompt length (less padding)")
     # size limits (smoke runs, CPU)
@@ -39,6 +43,7 @@ class TrainConfig(Section):
     max_steps_per_phase: int | None = Field(None, ge=1)
     max_eval: int | None = Field(None, ge=1, description="utterances per test set")
     eval_batch_size: int = Field(8, ge=1)
+    eval_every_phase: bool = Field(True, description="score the test sets after every phase (False: after the last only)")
     eval_sets: tuple[str, ...] | None = Field(None, description="imported sources to test on (None: all that map)")
     # retrieval library
     library_sources: tuple[str, ...] | None = Field(None, description="imported sources in the library")
