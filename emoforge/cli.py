@@ -8,6 +8,7 @@ and every module for ``--help`` or an unknown word. ``emoforge.cli.app`` (tests,
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import re
@@ -73,7 +74,12 @@ def home_argument(argv: list[str]) -> str | None:
 def main() -> None:  # pragma: no cover - thin wrapper (the console script)
     # Prefect reads its settings (PREFECT_HOME, the ephemeral server's start-up timeout, logging) once, when it is
     # imported, and the command modules import it: the home's offline switches must be in the environment first.
-    offline_env(resolve_home(home_argument(sys.argv[1:])))
+    home = resolve_home(home_argument(sys.argv[1:]))
+    # Prefect creates its home folder (the emoforge home's .prefect) when imported, without parents: a first command
+    # on a new home warned "Failed to create the Prefect home directory". The commands create the home anyway.
+    with contextlib.suppress(OSError):
+        home.mkdir(parents=True, exist_ok=True)
+    offline_env(home)
     words = [a for a in sys.argv[1:] if not a.startswith("-")]
     mod = command_index().get(words[0]) if words else None
     sys.exit(build_app([mod] if mod else None)())

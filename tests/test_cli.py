@@ -54,6 +54,7 @@ def test_console_script_sets_the_homes_prefect_settings_before_prefect_is_import
     out = subprocess.run([sys.executable, "-c", code, str(home)], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
+    assert "Failed to create the Prefect home directory" not in out.stderr  # the home did not exist before
     prefect_home, timeout, level = ast.literal_eval(out.stdout.strip().splitlines()[-1])
     assert prefect_home == str(home.resolve() / ".prefect")
     assert timeout == 120 and level == "WARNING"
