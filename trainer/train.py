@@ -28,7 +28,6 @@ settings is refused.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import resource
@@ -39,8 +38,8 @@ from typing import Any, Callable
 
 from schemas.config.train import TrainConfig
 from trainer.base_model import default_base_model
-from trainer.batching import length_batches, padding_share, plain_batches, return_freed_memory_to_os
-from trainer.curriculum import Phase, default_schedule, epoch_orders, parse_schedule, rebucket
+from trainer.batching import return_freed_memory_to_os
+from trainer.curriculum import Phase, default_schedule, parse_schedule, rebucket
 from trainer.data import (
     TrainerDataError, cap_dialogues, imported_sources, imported_utterances, majority_label, open_release,
     release_utterances, supports_mapping,
@@ -48,9 +47,9 @@ from trainer.data import (
 from trainer.evaluate import classification_metrics, score_labels
 from trainer.export import ErcSample, ExportOptions, attach_demonstrations, make_samples
 from trainer.memory import available_bytes, choose_checkpointing
+from trainer.phase import PhaseRun, train_phase
 from trainer.progress import TrainProgress
 from trainer.retrieval import EmbeddingCache, Embedder, LibraryOptions, build_library
-from trainer.step_guard import StepGuard
 
 
 class TrainError(RuntimeError):
@@ -318,13 +317,37 @@ def evaluate_sets(model, enc: Encoder, tests: dict[str, list[Encoded]], pad_id: 
     return results
 
 
+def _attach_lora(model, info: dict, cfg: TrainConfig, longest: int):
+    """The model with its LoRA adapter, gradient checkpointing chosen (recorded in ``info``)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
+
+    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile): checkpointing when
+    # they would not fit comfortably (trainer.memory), always with QLoRA, never on a plain GPU unless forced
+    if cfg.gradient_checkpointing is not None:
+        info["gradient_checkpointing"] = cfg.gradient_checkpointing
+    elif info["device"] == "cpu" and not info["qlora"]:
+        info["gradient_checkpointing"], info["checkpointing_choice"] = choose_checkpointing(
+            model.config, cfg.batch_size, longest, available_bytes())
+    else:
+        info["gradient_checkpointing"] = info["qlora"]
+    if info["device"] == "cpu":
+        info["malloc_mmap_threshold"] = return_freed_memory_to_os()
+    if info["qlora"]:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=info["gradient_checkpointing"])
+    elif info["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, lora)
+
+
 def train(home: str | Path, version: str, base_model: str | Path | None, out: str | Path,
           cfg: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train on release ``version``; ``base_model`` None: SmolLM2-135M-Instruct (:mod:`trainer.base_model`)."""
     import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training, set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
+    from peft import set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
     from safetensors.torch import load_file  # noqa: PLC0415 - safetensors.torch imports torch (optional train extra)
-    from transformers import get_linear_schedule_with_warmup  # noqa: PLC0415 - transformers is heavy and comes with the optional train extra
 
     cfg = cfg or TrainConfig()
     base_model = base_model or default_base_model(home, log)
@@ -349,28 +372,9 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     test_enc = {name: [enc.encode(s) for s in items] for name, items in prep.tests.items()}
     majority = majority_label(s.label for s in prep.train)
     n_trunc = sum(e.truncated for e in train_enc) + sum(e.truncated for v in test_enc.values() for e in v)
-    # on CPU the kept activations are most of the memory (bench/train_machinery.py --profile): checkpointing when
-    # they would not fit comfortably (trainer.memory), always with QLoRA, never on a plain GPU unless forced
-    if cfg.gradient_checkpointing is not None:
-        info["gradient_checkpointing"] = cfg.gradient_checkpointing
-    elif info["device"] == "cpu" and not info["qlora"]:
-        info["gradient_checkpointing"], info["checkpointing_choice"] = choose_checkpointing(
-            model.config, cfg.batch_size, max(lengths), available_bytes())
-    else:
-        info["gradient_checkpointing"] = info["qlora"]
-    if info["device"] == "cpu":
-        info["malloc_mmap_threshold"] = return_freed_memory_to_os()
-    if info["qlora"]:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=info["gradient_checkpointing"])
-    elif info["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.target_modules, task_type="CAUSAL_LM", bias="none")
-    model = get_peft_model(model, lora)
+    model = _attach_lora(model, info, cfg, max(lengths))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    device = next(model.parameters()).device
     pad_id = tok.pad_token_id
     bucket_counts: dict[str, int] = {}
     for b in prep.buckets:
@@ -386,6 +390,8 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     log(f"training {len(train_enc)} samples ({bucket_counts} by bucket) on {info['device']}"
         f"{' with 4-bit QLoRA' if info['qlora'] else ''}; {trainable:,} of {total:,} parameters trainable; "
         + "; ".join(p.describe() for p in prep.schedule))
+    run = PhaseRun(model=model, cfg=cfg, train_enc=train_enc, lengths=lengths, buckets=prep.buckets, pad_id=pad_id,
+                   loss_fn=answer_loss, log=log, progress=progress, error=TrainError)
     train_seconds, train_samples = 0.0, 0
     for phase in prep.schedule:
         pdir = out / "phases" / f"phase-{phase.index}"
@@ -398,68 +404,19 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
                 log(f"{phase.describe()}: done earlier, adapter reloaded")
                 continue
         pdir.mkdir(parents=True, exist_ok=True)
-        orders = epoch_orders(prep.buckets, phase, cfg.seed)
-        steps_per_epoch = math.ceil(len(orders[0]) / (cfg.batch_size * cfg.grad_accum))
-        total_steps = steps_per_epoch * phase.epochs
-        if cfg.max_steps_per_phase is not None:
-            total_steps = min(total_steps, cfg.max_steps_per_phase)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = get_linear_schedule_with_warmup(optim, math.ceil(cfg.warmup_ratio * total_steps), total_steps)
-        model.train()
-        guard = StepGuard(log, TrainError)
-        step, seen, loss_sum, loss_n, losses, padded = 0, 0, 0.0, 0, [], []
-        t0 = time.perf_counter()
-        order_log = open(pdir / "order.jsonl", "w")
-        n_phase = min(sum(len(o) for o in orders), total_steps * cfg.batch_size * cfg.grad_accum)
-        bar = TrainProgress(f"phase {phase.index} buckets {list(phase.buckets)}", n_phase, enabled=progress, log=log)
-        try:
-            for epoch, order in enumerate(orders):
-                micro = (length_batches(order, lengths, cfg.batch_size, f"{cfg.seed}:{phase.index}:{epoch}")
-                         if cfg.length_bucketing else plain_batches(order, cfg.batch_size))
-                padded.append(padding_share(micro, lengths))
-                for mi, idx in enumerate(micro):
-                    if step >= total_steps:
-                        break
-                    batch = [train_enc[i] for i in idx]
-                    for i in idx:
-                        order_log.write(json.dumps({"epoch": epoch, "step": step, "id": train_enc[i].sample.id,
-                                                    "bucket": prep.buckets[i]}) + "\n")
-                    loss = answer_loss(model, batch, pad_id, device)
-                    (loss / cfg.grad_accum).backward()
-                    value = float(loss.detach())
-                    if guard.note_loss(value):
-                        loss_sum += value
-                        loss_n += 1
-                    losses.append(round(value, 5) if math.isfinite(value) else None)
-                    seen += len(batch)
-                    if (mi + 1) % cfg.grad_accum == 0 or mi == len(micro) - 1:
-                        guard.step(params, optim, sched)
-                        step += 1
-                    bar.advance(len(batch), loss_sum / loss_n)
-        finally:
-            order_log.close()
-            bar.close()
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        train_samples += seen
-        evals = (evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress, log=log,
-                               majority=majority)
-                 if cfg.eval_every_phase or phase is prep.schedule[-1] else {})
-        record = {
-            "phase": phase.index, "buckets": list(phase.buckets), "epochs": phase.epochs, "samples": seen,
-            "steps": step, "skipped_steps": guard.skipped, "train_loss": loss_sum / max(loss_n, 1), "seconds": round(seconds, 3),
-            "samples_per_s": seen / seconds if seconds else None, "lr": cfg.lr,
-            "warmup_steps": math.ceil(cfg.warmup_ratio * total_steps), "eval": evals,
-            "losses": losses, "peak_rss_mb": peak_rss_mb(),
-            "padding_share": round(sum(padded) / len(padded), 4) if padded else None,
-        }
+        record = train_phase(run, phase, pdir)
+        train_seconds += record["seconds"]
+        train_samples += record["samples"]
+        record["eval"] = (evaluate_sets(model, enc, test_enc, pad_id, cfg.eval_batch_size, pdir, progress=progress,
+                                        log=log, majority=majority)
+                          if cfg.eval_every_phase or phase is prep.schedule[-1] else {})
+        record["peak_rss_mb"] = peak_rss_mb()
         model.save_pretrained(str(pdir / "adapter"))
         _write_json(done, {"fingerprint": fp, "metrics": record})
         metrics["phases"].append(record)
         _write_json(metrics_path, metrics)
-        log(f"{phase.describe()}: loss {record['train_loss']:.4f}"
-            + "".join(f", {k} weighted-F1 {v['weighted_f1']:.4f} acc {v['accuracy']:.4f}" for k, v in evals.items()))
+        log(f"{phase.describe()}: loss {record['train_loss']:.4f}" + "".join(
+            f", {k} weighted-F1 {v['weighted_f1']:.4f} acc {v['accuracy']:.4f}" for k, v in record["eval"].items()))
     model.save_pretrained(str(out))
     metrics["final"] = metrics["phases"][-1]["eval"]
     metrics["samples_per_s"] = train_samples / train_seconds if train_seconds else None
