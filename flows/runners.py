@@ -30,6 +30,10 @@ from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.ephemeral_server import detach_ephemeral_server
+
+detach_ephemeral_server()  # every flow module imports this one: Ctrl-C must not stop the server before the build
+
 _HOSTPORT = re.compile(r"^(?:\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
 
