@@ -48,7 +48,7 @@ from warehouse.quarantine import (
     retry_targets, share_problem, summarise, write_summary,
 )
 from warehouse.report import write_report
-from warehouse.release_files import write_splits
+from warehouse.release_files import ReleaseTables, write_splits
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -142,17 +142,18 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
             audio = _audio_present(con, wh, pc.audio)
             uid = uuid.uuid4().hex[:12]
-            counts = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
+            counts, tables = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
             stats = _stats(con, tax)
         finally:
             con.close()
         _fault("before_validate")
         manifest = _manifest(cfg, tax, version, uid, parent, counts, edges, stats, quarantine, audio)
         manifest["agreement"] = agreement.result()
-        # the report needs no gate result: written meanwhile, from the files and a copy of the manifest so far
-        report = threads.submit(_report, out, tax, wh, dict(manifest)) if pc.report else None
+        # the report needs no gate result: written meanwhile, from the tables the files were written from (not read
+        # back) and a copy of the manifest so far
+        report = threads.submit(_report, out, tax, wh, dict(manifest), tables) if pc.report else None
         try:
-            gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites)  # 5. the gate (release-level)
+            gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites, tables)  # 5. the gate (release-level)
         finally:
             manifest["report"] = report.result() if report is not None else None  # it writes under ``out``
     write_summary(out / QUARANTINE_FILE, quarantine)
@@ -305,10 +306,11 @@ def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str])
 
 
 def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str,
-          suites: dict):
+          suites: dict, tables: ReleaseTables):
     """Run the Great Expectations gate over ``out/data`` (release-level: schema, split leakage; audio failures were
-    quarantined before); a failure keeps its results under ``runs/<run>/`` and raises :class:`GateFailed`."""
-    gate = validate_release(out / "data", tax, pc, suites=suites)
+    quarantined before), on ``tables``, what its files were written from; a failure keeps its results under
+    ``runs/<run>/`` and raises :class:`GateFailed`."""
+    gate = validate_release(out / "data", tax, pc, suites=suites, tables=(tables.utterances, tables.dialogues))
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
     if audio_gate is not None:
@@ -378,9 +380,10 @@ def _agreement(wh: Warehouse) -> dict | None:
         return {"error": str(exc)}
 
 
-def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -> str | None:
+def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any], tables: ReleaseTables) -> str | None:
     try:
-        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest).relative_to(out).as_posix()
+        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest, tables=tables
+                            ).relative_to(out).as_posix()
     except Exception as exc:  # the report is for people; a plotting failure never blocks a release
         log.warning("release report not written: %s", exc)
         return None

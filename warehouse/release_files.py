@@ -13,6 +13,7 @@ structs ``{bytes, path}`` with the file's bytes embedded, a few hundred rows at 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,24 @@ AUDIO_BATCH_ROWS = 256  # rows whose clip bytes are held at once
 TURN_FIELDS = [("idx", "utterance_idx"), ("speaker", "speaker"), ("text", "text"), ("emotion", "emotion")]
 
 
+@dataclass
+class ReleaseTables:
+    """What the data files of a release hold, as the Arrow tables they were written from, one per split file in the
+    files' name order (``<split>-<uid>``), so the gate and the report need not read the files back: ``utterances``
+    and ``dialogues`` (without ``turns``: its values are the utterance rows'). An audio column holds the clip's file
+    name (the ``path`` of the file's ``Audio`` struct), not its bytes, and comes last, as
+    ``warehouse.report.data`` reads it from a file."""
+
+    utterances: list[pa.Table]
+    dialogues: list[pa.Table]
+
+
 def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig, data: Path,
-                 uid: str) -> dict[str, dict[str, int]]:
+                 uid: str) -> tuple[dict[str, dict[str, int]], ReleaseTables]:
     """Write ``data/utterances/<split>-<uid>.parquet`` and ``data/dialogues/<split>-<uid>.parquet`` for every split;
-    returns the counts per split. ``audio_root``: embed the clips under it (None: no audio columns). File names carry
-    a per-release id: `datasets` keys its cache on the directory name and the card's data_files patterns, so two
-    releases named alike must not share file names."""
+    returns the counts per split and the tables written (:class:`ReleaseTables`). ``audio_root``: embed the clips
+    under it (None: no audio columns). File names carry a per-release id: `datasets` keys its cache on the directory
+    name and the card's data_files patterns, so two releases named alike must not share file names."""
     audio = audio_root is not None
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
@@ -50,6 +63,7 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
     mix_join = (" LEFT JOIN (SELECT dialogue_id AS mix_dialogue_id, any_value(path) AS mix_path FROM clips "
                 "WHERE kind = 'mix' GROUP BY 1) c ON c.mix_dialogue_id = sel.id") if audio else ""
     counts: dict[str, dict[str, int]] = {}
+    written: dict[str, tuple[pa.Table, pa.Table]] = {}
     try:
         for split in SPLITS:
             q = sql_str(split)
@@ -66,9 +80,25 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
             n_utt = write_parquet(utt, data / "utterances" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
             n_dlg = write_parquet(dlg, data / "dialogues" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
             counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
+            written[split] = (as_read(utt), as_read(dlg.drop_columns(["turns"])))
     finally:
         con.execute("DROP TABLE IF EXISTS _rel_utt")
-    return counts
+    order = sorted(written)  # the files' name order: <split>-<uid>.parquet
+    return counts, ReleaseTables([written[s][0] for s in order], [written[s][1] for s in order])
+
+
+def clip_name(rel: str) -> str:
+    """The ``path`` an embedded clip keeps in its ``Audio`` struct: its file name."""
+    return Path(rel).name
+
+
+def as_read(table: pa.Table) -> pa.Table:
+    """``table`` as its file reads without the clip bytes: every ``_audio*`` column (clip paths) becomes the column
+    without the underscore holding the clip's file name, moved to the end."""
+    for name in [n for n in table.column_names if n.startswith("_audio")]:
+        names = [None if rel is None else clip_name(rel) for rel in table.column(name).to_pylist()]
+        table = table.drop_columns([name]).append_column(name[1:], pa.array(names, pa.string()))
+    return table
 
 
 def dialogue_rows(base: pa.Table, utt: pa.Table) -> pa.Table:
@@ -134,10 +164,10 @@ def embed_audio(batch: pa.RecordBatch, schema: pa.Schema, audio_root: Path) -> p
                 if rel is None:
                     values.append(None)
                 else:
-                    values.append({"bytes": (audio_root / rel).read_bytes(), "path": Path(rel).name})
+                    values.append({"bytes": (audio_root / rel).read_bytes(), "path": clip_name(rel)})
             col = pa.array(values, type=AUDIO_TYPE)
         cols.append(col)
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-__all__ = ["AUDIO_TYPE", "dialogue_rows", "embed_audio", "out_schema", "write_parquet", "write_splits"]
+__all__ = ["AUDIO_TYPE", "ReleaseTables", "as_read", "clip_name", "dialogue_rows", "embed_audio", "out_schema", "write_parquet", "write_splits"]

@@ -70,7 +70,7 @@ def _erc7_sequences(data: ReleaseData) -> list[list[str]] | None:
 
 
 def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
-                 compare_dailydialog: Path | None = None, out_dir: Path | None = None) -> Path:
+                 compare_dailydialog: Path | None = None, out_dir: Path | None = None, tables=None) -> Path:
     """Write ``<release>/report/index.html`` + PNG plots + ``stats.json``; returns the HTML path.
 
     ``taxonomy``: a :class:`~schemas.taxonomy.Taxonomy`, a preset name or file, or ``None`` for the manifest's.
@@ -78,9 +78,11 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
     ``manifest``: the release manifest when ``manifest.json`` is not written yet (publish builds the report first).
     ``compare_dailydialog``: a DailyDialog folder (``../shared/benchdata/dailydialog``) to compare with.
     ``out_dir``: write somewhere else than ``<release>/report`` (the release itself is never modified then).
+    ``tables``: the tables the release's data files were written from (publish: ``release_files.ReleaseTables``),
+    so the files are not read back.
     """
     release_dir = Path(release_dir)
-    data = load_release(release_dir, taxonomy, home, manifest)
+    data = load_release(release_dir, taxonomy, home, manifest, tables)
     dd = dailydialog_stats(Path(compare_dailydialog)) if compare_dailydialog else None
     stats = release_stats(data, dd)
 
