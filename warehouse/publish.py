@@ -132,7 +132,9 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     """Stages 1-6 into ``out``. Independent work overlaps in threads where it releases the GIL (DuckDB, Arrow,
     Parquet): the agreement figures are read from the start, the report is written while the gate runs."""
     pc = cfg.publish
-    with ThreadPoolExecutor(2, thread_name_prefix="publish") as threads:
+    # leaving the block waits for every thread, the file writer first: a failure removes ``out`` only after that
+    with ThreadPoolExecutor(2, thread_name_prefix="publish") as threads, \
+            ThreadPoolExecutor(1, thread_name_prefix="publish-files") as files:
         agreement = threads.submit(_agreement, wh)
         con = _connect(wh)
         try:
@@ -142,7 +144,8 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
             audio = _audio_present(con, wh, pc.audio)
             uid = uuid.uuid4().hex[:12]
-            counts, tables = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
+            counts, tables = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid,
+                                          files)  # 4. (the files are written meanwhile)
             stats = _stats(con, tax)
         finally:
             con.close()
@@ -156,6 +159,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites, tables)  # 5. the gate (release-level)
         finally:
             manifest["report"] = report.result() if report is not None else None  # it writes under ``out``
+        tables.wait_written()
     write_summary(out / QUARANTINE_FILE, quarantine)
     manifest["validation"] = {"success": True, "checked": gate.checked,
                               "audio": None if audio_gate is None else {

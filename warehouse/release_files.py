@@ -13,7 +13,8 @@ structs ``{bytes, path}`` with the file's bytes embedded, a few hundred rows at 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,24 @@ class ReleaseTables:
 
     utterances: list[pa.Table]
     dialogues: list[pa.Table]
+    writes: list[Future] = field(default_factory=list)  # the file writes still running in a writer thread
+
+    def wait_written(self) -> None:
+        """Wait until every file is written; raises the first write's error."""
+        for f in self.writes:
+            f.result()
 
 
 def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig, data: Path,
-                 uid: str) -> tuple[dict[str, dict[str, int]], ReleaseTables]:
+                 uid: str, writer: Executor | None = None) -> tuple[dict[str, dict[str, int]], ReleaseTables]:
     """Write ``data/utterances/<split>-<uid>.parquet`` and ``data/dialogues/<split>-<uid>.parquet`` for every split;
     returns the counts per split and the tables written (:class:`ReleaseTables`). ``audio_root``: embed the clips
     under it (None: no audio columns). File names carry a per-release id: `datasets` keys its cache on the directory
-    name and the card's data_files patterns, so two releases named alike must not share file names."""
+    name and the card's data_files patterns, so two releases named alike must not share file names.
+
+    ``writer``: an executor (one thread) that writes the files meanwhile (Parquet encoding and compression release
+    the GIL, so they overlap the gate and the report, which read the returned tables); the caller waits for
+    :meth:`ReleaseTables.wait_written` (and for the executor before removing ``data``). None: written here."""
     audio = audio_root is not None
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
@@ -64,6 +75,7 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
                 "WHERE kind = 'mix' GROUP BY 1) c ON c.mix_dialogue_id = sel.id") if audio else ""
     counts: dict[str, dict[str, int]] = {}
     written: dict[str, tuple[pa.Table, pa.Table]] = {}
+    writes: list[Future] = []
     try:
         for split in SPLITS:
             q = sql_str(split)
@@ -77,14 +89,18 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
                 FROM sel JOIN dif ON dif.id = sel.id JOIN split_map s ON s.id = sel.id{mix_join}
                 WHERE s.split = {q}""").to_arrow_table().sort_by("dialogue_id")
             dlg = dialogue_rows(base, utt)
-            n_utt = write_parquet(utt, data / "utterances" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
-            n_dlg = write_parquet(dlg, data / "dialogues" / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
-            counts[split] = {"dialogues": n_dlg, "utterances": n_utt}
+            for table, kind in ((utt, "utterances"), (dlg, "dialogues")):
+                args = (table, data / kind / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
+                if writer is None:
+                    write_parquet(*args)
+                else:
+                    writes.append(writer.submit(write_parquet, *args))
+            counts[split] = {"dialogues": dlg.num_rows, "utterances": utt.num_rows}
             written[split] = (as_read(utt), as_read(dlg.drop_columns(["turns"])))
     finally:
         con.execute("DROP TABLE IF EXISTS _rel_utt")
     order = sorted(written)  # the files' name order: <split>-<uid>.parquet
-    return counts, ReleaseTables([written[s][0] for s in order], [written[s][1] for s in order])
+    return counts, ReleaseTables([written[s][0] for s in order], [written[s][1] for s in order], writes)
 
 
 def clip_name(rel: str) -> str:
