@@ -1,8 +1,8 @@
 """The data files of a release: utterance- and dialogue-level Parquet per split (called by ``warehouse.publish``).
 
-The release's utterance rows are joined once by DuckDB (temp table ``_rel_utt`` over ``effective_turns``, ``sel``,
-``dif``, ``split_map``, the label mappings and, with audio, the clip paths); each split's rows are then fetched,
-sorted by Arrow and written by ``pyarrow.parquet.ParquetWriter``. The dialogue files' ``emotions`` and ``turns``
+The release's utterance rows are joined and sorted (split, dialogue, index) once by DuckDB (over ``effective_turns``,
+``sel``, ``dif``, ``split_map``, the label mappings and, with audio, the clip paths), so each split's rows are a
+contiguous slice; each is written by ``pyarrow.parquet.ParquetWriter``. The dialogue files' ``emotions`` and ``turns``
 lists are cut from the same sorted utterance columns (a dialogue's turns are a contiguous run of them), not
 aggregated again by SQL: an ordered ``list(struct_pack(...))`` per dialogue costs seconds at DeepDialogue's size.
 
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.config import PublishConfig
 from schemas.taxonomy import Taxonomy
 from warehouse.splits import SPLITS
-from warehouse.store import sql_str
 
 AUDIO_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 AUDIO_BATCH_ROWS = 256  # rows whose clip bytes are held at once
@@ -63,44 +63,51 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
     map_cols = "".join(f", m_{n}.label AS label_{n}" for n in tax.mappings)
     map_joins = "".join(f" LEFT JOIN map_{n} m_{n} ON m_{n}.source = sel.source AND m_{n}.emotion = t.label"
                         for n in tax.mappings)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _rel_utt AS
+    utt_all = con.sql(f"""
         SELECT t.dialogue_id, t.idx AS utterance_idx, t.speaker, t.speaker_name, t.text, t.label AS emotion,
                t.intended_emotion, sel.source, t.label_source{map_cols}, sel.domain, t.model, sel.model_a, sel.model_b,
                sel.n_turns, t.n_words, dif.difficulty, dif.bucket, s.split{", c.path AS _audio" if audio else ""}
         FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN dif ON dif.id = sel.id
              JOIN split_map s ON s.id = sel.id{map_joins}
-             {"LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id" if audio else ""}""")
+             {"LEFT JOIN (SELECT turn_id, path FROM clips WHERE kind = 'turn') c ON c.turn_id = t.id" if audio else ""}
+        ORDER BY s.split, t.dialogue_id, t.idx""").to_arrow_table()
     mix_join = (" LEFT JOIN (SELECT dialogue_id AS mix_dialogue_id, any_value(path) AS mix_path FROM clips "
                 "WHERE kind = 'mix' GROUP BY 1) c ON c.mix_dialogue_id = sel.id") if audio else ""
+    base_all = con.sql(f"""
+        SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
+               CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type, sel.n_turns,
+               dif.difficulty, dif.bucket, s.split, sel.judge_score, sel.decided_by, sel.text_hash
+               {", c.mix_path AS _audio_mix" if audio else ""}
+        FROM sel JOIN dif ON dif.id = sel.id JOIN split_map s ON s.id = sel.id{mix_join}
+        ORDER BY s.split, sel.id""").to_arrow_table()
+    utt_of, base_of = by_split(utt_all), by_split(base_all)
     counts: dict[str, dict[str, int]] = {}
     written: dict[str, tuple[pa.Table, pa.Table]] = {}
     writes: list[Future] = []
-    try:
-        for split in SPLITS:
-            q = sql_str(split)
-            utt = con.sql(f"SELECT * FROM _rel_utt WHERE split = {q}").to_arrow_table().sort_by(
-                [("dialogue_id", "ascending"), ("utterance_idx", "ascending")])
-            base = con.sql(f"""
-                SELECT sel.id AS dialogue_id, sel.source, sel.domain, sel.model_a, sel.model_b,
-                       CASE WHEN sel.model_a = sel.model_b THEN 'same' ELSE 'cross' END AS pair_type, sel.n_turns,
-                       dif.difficulty, dif.bucket, s.split, sel.judge_score, sel.decided_by, sel.text_hash
-                       {", c.mix_path AS _audio_mix" if audio else ""}
-                FROM sel JOIN dif ON dif.id = sel.id JOIN split_map s ON s.id = sel.id{mix_join}
-                WHERE s.split = {q}""").to_arrow_table().sort_by("dialogue_id")
-            dlg = dialogue_rows(base, utt)
-            for table, kind in ((utt, "utterances"), (dlg, "dialogues")):
-                args = (table, data / kind / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
-                if writer is None:
-                    write_parquet(*args)
-                else:
-                    writes.append(writer.submit(write_parquet, *args))
-            counts[split] = {"dialogues": dlg.num_rows, "utterances": utt.num_rows}
-            written[split] = (as_read(utt), as_read(dlg.drop_columns(["turns"])))
-    finally:
-        con.execute("DROP TABLE IF EXISTS _rel_utt")
+    for split in SPLITS:
+        utt, base = utt_of[split], base_of[split]
+        dlg = dialogue_rows(base, utt)
+        for table, kind in ((utt, "utterances"), (dlg, "dialogues")):
+            args = (table, data / kind / f"{split}-{uid}.parquet", pc_.row_group_size, audio_root)
+            if writer is None:
+                write_parquet(*args)
+            else:
+                writes.append(writer.submit(write_parquet, *args))
+        counts[split] = {"dialogues": dlg.num_rows, "utterances": utt.num_rows}
+        written[split] = (as_read(utt), as_read(dlg.drop_columns(["turns"])))
     order = sorted(written)  # the files' name order: <split>-<uid>.parquet
     return counts, ReleaseTables([written[s][0] for s in order], [written[s][1] for s in order], writes)
+
+
+def by_split(table: pa.Table) -> dict[str, pa.Table]:
+    """The rows of every split of ``table`` (sorted by ``split`` first, so each split is a contiguous run), each as
+    one contiguous chunk (the files' row groups follow the chunks: the same rows give the same bytes)."""
+    n = dict(zip(*(c.to_pylist() for c in pc.value_counts(table.column("split")).flatten())))
+    out, start = {}, 0
+    for split in sorted(n):  # the order DuckDB sorted them in (bytewise; split names are ASCII)
+        out[split] = table.slice(start, n[split]).combine_chunks()
+        start += n[split]
+    return {split: out.get(split, table.schema.empty_table()) for split in SPLITS} | out
 
 
 def clip_name(rel: str) -> str:
