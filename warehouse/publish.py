@@ -286,11 +286,12 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
     new = [(i, st, h) for i, st, h, sp in pending if sp not in SPLITS]
     assigned += assign_splits(new, existing, pc.splits.fractions(), pc.splits.seed)
     if assigned:
-        wh.upsert_arrow("splits", pa.Table.from_pylist(assigned, schema=SPLIT_SCHEMA))
-    split_rows = existing + [(r["id"], r["split"], r["stratum"], r["group_key"]) for r in assigned]
-    con.register("split_map", pa.Table.from_pylist(
-        [{"id": r[0], "split": r[1]} for r in split_rows], schema=pa.schema([("id", pa.string()), ("split", pa.string())])))
-    return {r[0]: r[1] for r in split_rows}
+        wh.upsert_arrow("splits", pa.Table.from_pydict(
+            {f.name: [r[f.name] for r in assigned] for f in SPLIT_SCHEMA}, schema=SPLIT_SCHEMA))
+    split_of = {r[0]: r[1] for r in existing} | {r["id"]: r["split"] for r in assigned}
+    con.register("split_map", pa.table({"id": pa.array(list(split_of), pa.string()),
+                                        "split": pa.array(list(split_of.values()), pa.string())}))
+    return split_of
 
 
 def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
