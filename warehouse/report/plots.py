@@ -241,21 +241,29 @@ def _plot_compare_emotions(stats: dict, dd: dict, out: Path) -> str | None:
     return _save(fig, out / "compare_emotions.png")
 
 
+PLOTS = {  # figure name -> how it is drawn from (stats, taxonomy, DailyDialog figures or None, folder)
+    "emotions": lambda stats, tax, dd, out: _plot_emotions(stats, out),
+    "transitions": lambda stats, tax, dd, out: _plot_transitions(stats, tax, out),
+    "turns": lambda stats, tax, dd, out: _plot_hist(
+        np.asarray(stats["_values"]["turns"], dtype=float), out, "turns_per_dialogue.png", "Turns per dialogue",
+        "turns", integer=True, compare=np.asarray(dd["turns_values"], dtype=float) if dd else None),
+    "words": lambda stats, tax, dd, out: _plot_hist(
+        np.asarray(stats["_values"]["words"], dtype=float), out, "words_per_turn.png", "Words per turn", "words",
+        integer=True, compare=np.asarray(dd["words_values"], dtype=float) if dd else None),
+    "judges": lambda stats, tax, dd, out: _plot_judges(stats, out),
+    "acceptance": lambda stats, tax, dd, out: _plot_acceptance(stats, out),
+    "difficulty": lambda stats, tax, dd, out: _plot_difficulty(stats, out),
+    "audio": lambda stats, tax, dd, out: _plot_audio(stats, out),
+    "agreement": lambda stats, tax, dd, out: _plot_agreement(stats, out),
+    "compare_emotions": lambda stats, tax, dd, out: _plot_compare_emotions(stats, dd, out) if dd else None,
+}
+
+
+def plot_named(names, stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | None]:
+    """The plots ``names`` (keys of :data:`PLOTS`) into ``out``: figure name -> PNG file name (None: no data)."""
+    return {name: PLOTS[name](stats, tax, dd, out) for name in names}
+
+
 def plot_all(stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | None]:
     """Every plot of the report into ``out``: figure name -> PNG file name (None: no data for it)."""
-    return {
-        "emotions": _plot_emotions(stats, out),
-        "transitions": _plot_transitions(stats, tax, out),
-        "turns": _plot_hist(np.asarray(stats["_values"]["turns"], dtype=float), out, "turns_per_dialogue.png",
-                            "Turns per dialogue", "turns", integer=True,
-                            compare=np.asarray(dd["turns_values"], dtype=float) if dd else None),
-        "words": _plot_hist(np.asarray(stats["_values"]["words"], dtype=float), out, "words_per_turn.png",
-                            "Words per turn", "words", integer=True,
-                            compare=np.asarray(dd["words_values"], dtype=float) if dd else None),
-        "judges": _plot_judges(stats, out),
-        "acceptance": _plot_acceptance(stats, out),
-        "difficulty": _plot_difficulty(stats, out),
-        "audio": _plot_audio(stats, out),
-        "agreement": _plot_agreement(stats, out),
-        "compare_emotions": _plot_compare_emotions(stats, dd, out) if dd else None,
-    }
+    return plot_named(PLOTS, stats, tax, dd, out)
