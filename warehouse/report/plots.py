@@ -26,8 +26,14 @@ def load_pyplot():
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
-    load_pyplot().close(fig)
+    # what savefig(path, format="png") writes, byte for byte (FigureCanvasAgg.print_png: draw, then imsave of the
+    # canvas's pixels), without the second, layout-only draw that savefig makes first; no version stamp: same data,
+    # same bytes
+    fig.canvas.draw()
+    plt = load_pyplot()
+    plt.imsave(path, fig.canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi,
+               metadata={"Software": None})
+    plt.close(fig)
     return path.name
 
 
