@@ -151,3 +151,22 @@ def test_the_report_from_the_written_tables_equals_the_report_from_the_files(hom
     assert published == sorted(p.name for p in again.iterdir())
     for name in published:
         assert (rel / "report" / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_a_file_depends_on_its_rows_not_on_how_they_are_chunked(tmp_path):
+    """The release's tables come from DuckDB in chunks of its choosing; a file's row groups (and its bytes, which
+    the manifest's checksums hold) are the same for the same rows however they are chunked."""
+    from warehouse.release_files import write_parquet
+
+    n = 2500
+    whole = pa.table({"dialogue_id": [f"dlg_{i // 7:05d}" for i in range(n)], "utterance_idx": [i % 7 for i in range(n)],
+                      "text": [f"turn {i} " + "word " * (i % 13) for i in range(n)]})
+    cuts = [0, 1, 999, 1000, 1001, 1777, n]
+    chunked = pa.Table.from_batches([b for a, b_ in zip(cuts, cuts[1:]) for b in whole.slice(a, b_ - a).to_batches()])
+    assert chunked.column(0).num_chunks == 6
+    write_parquet(whole.combine_chunks(), tmp_path / "a.parquet", 1000)
+    write_parquet(chunked, tmp_path / "b.parquet", 1000)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    meta = pq.ParquetFile(tmp_path / "b.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+    assert pq.read_table(tmp_path / "b.parquet").equals(whole)

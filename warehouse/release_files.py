@@ -17,7 +17,6 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -100,12 +99,12 @@ def write_splits(con, audio_root: Path | None, tax: Taxonomy, pc_: PublishConfig
 
 
 def by_split(table: pa.Table) -> dict[str, pa.Table]:
-    """The rows of every split of ``table`` (sorted by ``split`` first, so each split is a contiguous run), each as
-    one contiguous chunk (the files' row groups follow the chunks: the same rows give the same bytes)."""
+    """The rows of every split of ``table`` (sorted by ``split`` first, so each split is a contiguous run): slices,
+    no copy."""
     n = dict(zip(*(c.to_pylist() for c in pc.value_counts(table.column("split")).flatten())))
     out, start = {}, 0
     for split in sorted(n):  # the order DuckDB sorted them in (bytewise; split names are ASCII)
-        out[split] = table.slice(start, n[split]).combine_chunks()
+        out[split] = table.slice(start, n[split])
         start += n[split]
     return {split: out.get(split, table.schema.empty_table()) for split in SPLITS} | out
 
@@ -128,16 +127,13 @@ def dialogue_rows(base: pa.Table, utt: pa.Table) -> pa.Table:
     """``base`` (one row per dialogue, sorted by id) with ``emotions`` and ``turns`` (lists in turn order) cut from
     ``utt`` (sorted by dialogue id, then index) inserted after ``n_turns``. A dialogue without utterances is left
     out (as an inner join would)."""
-    uid = np.asarray(utt.column("dialogue_id").to_pylist(), dtype=object)
-    did = np.asarray(base.column("dialogue_id").to_pylist(), dtype=object)
-    lo = np.searchsorted(uid, did, side="left")
-    hi = np.searchsorted(uid, did, side="right")
-    keep = hi > lo
-    if not keep.all():
-        base = base.filter(pa.array(keep))
-        lo, hi = lo[keep], hi[keep]
-    # the runs are contiguous and in order: each dialogue's list starts where the previous one ended
-    offsets = pa.array(np.append(lo, hi[-1] if len(hi) else 0).astype(np.int32))
+    runs = pc.run_end_encode(utt.column("dialogue_id").combine_chunks(), run_end_type=pa.int32())
+    ids, ends = runs.values, runs.run_ends  # each dialogue's utterances are one run, in the dialogues' order
+    if len(ids) < base.num_rows:
+        base = base.filter(pc.is_in(base.column("dialogue_id"), value_set=ids))
+    if not base.column("dialogue_id").combine_chunks().equals(ids):
+        raise ValueError("utterances of a dialogue that is not in the split's dialogue rows (or not sorted alike)")
+    offsets = pa.concat_arrays([pa.array([0], pa.int32()), ends])
     emotions = pa.ListArray.from_arrays(offsets, utt.column("emotion").combine_chunks())
     turns = pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(
         [utt.column(src).combine_chunks() for _, src in TURN_FIELDS], names=[name for name, _ in TURN_FIELDS]))
@@ -153,9 +149,13 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int, audio_root: 
     schema = out_schema(table.schema) if audio else table.schema
     rows = AUDIO_BATCH_ROWS if audio else row_group_size
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in table.to_batches(max_chunksize=rows):
-            if not batch.num_rows:
-                continue
+        for start in range(0, table.num_rows, rows):
+            part = table.slice(start, rows)
+            if any(col.num_chunks > 1 for col in part.columns):
+                # a row group's rows as one contiguous chunk wherever they come from: the pages (and the file's
+                # bytes) depend on the rows alone, not on how the query's result was chunked
+                part = part.combine_chunks()
+            (batch,) = part.to_batches()
             if audio:
                 batch = embed_audio(batch, schema, audio_root)
             writer.write_batch(batch, row_group_size=rows)
