@@ -101,7 +101,9 @@ def register_suites(con, suites: dict[str, SourceSuite], mapping_names: list[str
 
 
 _TURN_RULES = [
-    ("empty_text", "t.text IS NULL OR trim(t.text) = ''", "format('turn {} is empty', t.idx)"),
+    # trim(text) = '' only where the first character is one trim removes: checked first, trim runs on those alone
+    ("empty_text", "t.text IS NULL OR length(t.text) = 0 OR (ltrim(left(t.text, 1)) = '' AND trim(t.text) = '')",
+     "format('turn {} is empty', t.idx)"),
     ("label_not_in_suite", "t.label NOT IN (SELECT label FROM suite_labels l WHERE l.source = sel.source)",
      "format('turn {}: emotion {} is not a {} label', t.idx, t.label, b.suite)"),
     ("label_not_in_suite", "t.intended_emotion NOT IN (SELECT label FROM suite_labels l WHERE l.source = sel.source)",
