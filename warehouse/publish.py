@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from warehouse.quarantine import (
     QUARANTINE_FILE, Resynthesise, audio_violations, card_lines, dialogue_gates, drop_from_selection, manifest_entry,
     retry_targets, share_problem, summarise, write_summary,
 )
-from warehouse.report import write_report
+from warehouse.report import warehouse_figures, write_report
 from warehouse.release_files import ReleaseTables, write_splits
 from warehouse.releases import (
     ReleaseError,
@@ -133,13 +133,15 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     Parquet): the agreement figures are read from the start, the report is written while the gate runs."""
     pc = cfg.publish
     # leaving the block waits for every thread, the file writer first: a failure removes ``out`` only after that
-    with ThreadPoolExecutor(2, thread_name_prefix="publish") as threads, \
+    with ThreadPoolExecutor(3, thread_name_prefix="publish") as threads, \
             ThreadPoolExecutor(1, thread_name_prefix="publish-files") as files:
         agreement = threads.submit(_agreement, wh)
         con = _connect(wh)
         try:
             _select(con, wh, pc)  # 1. selection
             suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
+            # the report's warehouse figures (judges, acceptance, clips) of the selection, read meanwhile
+            figures = threads.submit(_figures, wh, con.sql("SELECT id FROM sel").to_arrow_table()) if pc.report else None
             split_of = _splits(con, wh, pc)  # 2. splits
             edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
             audio = _audio_present(con, wh, pc.audio)
@@ -154,7 +156,7 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
         manifest["agreement"] = agreement.result()
         # the report needs no gate result: written meanwhile, from the tables the files were written from (not read
         # back) and a copy of the manifest so far
-        report = threads.submit(_report, out, tax, wh, dict(manifest), tables) if pc.report else None
+        report = threads.submit(_report, out, tax, wh, dict(manifest), tables, figures) if pc.report else None
         try:
             gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites, tables)  # 5. the gate (release-level)
         finally:
@@ -385,10 +387,20 @@ def _agreement(wh: Warehouse) -> dict | None:
         return {"error": str(exc)}
 
 
-def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any], tables: ReleaseTables) -> str | None:
+def _figures(wh: Warehouse, selected: pa.Table) -> tuple[pa.Array, dict] | None:
+    ids = selected.column("id").combine_chunks()
     try:
-        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest, tables=tables
-                            ).relative_to(out).as_posix()
+        return ids, warehouse_figures(wh.home, ids)
+    except Exception as exc:  # the report reads them again (and says why it cannot) when it is written
+        log.warning("warehouse figures of the report not read ahead: %s", exc)
+        return None
+
+
+def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any], tables: ReleaseTables,
+            figures: Future | None = None) -> str | None:
+    try:
+        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest, tables=tables,
+                            figures=figures.result() if figures is not None else None).relative_to(out).as_posix()
     except Exception as exc:  # the report is for people; a plotting failure never blocks a release
         log.warning("release report not written: %s", exc)
         return None

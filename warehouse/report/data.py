@@ -112,8 +112,9 @@ class ReleaseData:
     samples: list[dict] = field(default_factory=list)
 
 
-def _warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
-    """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations."""
+def warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
+    """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations;
+    ``dialogue_ids``: the release's dialogues."""
     if home is None:
         return {}
     home = Path(home)
@@ -225,9 +226,11 @@ def _dialogues_from_utterances(utt: pa.Table) -> list[dict]:
 
 
 def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
-                 tables=None) -> ReleaseData:
+                 tables=None, figures: tuple[pa.Array, dict] | None = None) -> ReleaseData:
     """The release's data for its report. ``tables``: the Arrow tables its data files were written from (publish
-    holds them: ``warehouse.release_files.ReleaseTables``), used instead of reading the files back."""
+    holds them: ``warehouse.release_files.ReleaseTables``), used instead of reading the files back. ``figures``:
+    (dialogue ids, :func:`warehouse_figures` of those ids) computed beforehand (publish reads them meanwhile), used
+    when the ids are the release's."""
     release_dir = Path(release_dir)
     if not release_dir.is_dir():
         raise ReportError(f"release folder {release_dir} does not exist")
@@ -255,4 +258,12 @@ def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, man
         samples, dlg = [], dlg if dlg is not None else pa.table({})
     tax = _resolve_taxonomy(taxonomy, manifest)
     ids = dlg.column("dialogue_id") if "dialogue_id" in dlg.column_names else pa.array([], pa.string())
-    return ReleaseData(release_dir, manifest, dlg, utt, tax, _warehouse_figures(home, ids), samples)
+    if figures is None or not _same_ids(figures[0], ids):
+        figures = (ids, warehouse_figures(home, ids))
+    return ReleaseData(release_dir, manifest, dlg, utt, tax, figures[1], samples)
+
+
+def _same_ids(a, b) -> bool:
+    """Whether two columns of unique ids hold the same ids (in any order)."""
+    a, b = pa.chunked_array([a]).combine_chunks(), pa.chunked_array(b).combine_chunks()
+    return len(a) == len(b) and (not len(a) or pa.compute.all(pa.compute.is_in(a, value_set=b)).as_py())
