@@ -172,7 +172,9 @@ def _plot_acceptance(stats: dict, out: Path) -> str | None:
             ax.set_xlim(0, 1)
             ax.set_xlabel("accepted / decided")
             for y, r in enumerate(rows):
-                ax.text(0.01, y, f"{r['accepted']}/{r['accepted'] + r['rejected'] + r['uncertain']}", va="center", fontsize=6)
+                # inside the axes (x = 0.01 of 1, on its bar): no part of the tight layout's margins
+                ax.text(0.01, y, f"{r['accepted']}/{r['accepted'] + r['rejected'] + r['uncertain']}", va="center",
+                        fontsize=6, in_layout=False)
         else:
             ax.barh(range(len(keys)), [r["accepted"] for r in rows])
             ax.set_xlabel("dialogues in release")
