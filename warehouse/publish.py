@@ -142,8 +142,11 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
             suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
             # the report's warehouse figures (judges, acceptance, clips) of the selection, read meanwhile
             figures = threads.submit(_figures, wh, con.sql("SELECT id FROM sel").to_arrow_table()) if pc.report else None
-            split_of = _splits(con, wh, pc)  # 2. splits
-            edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
+            # 3. the difficulty of every dialogue (DuckDB and NumPy, GIL-free mostly) on a cursor in a thread while
+            # 2. the splits are assigned (Python) here; then the buckets (quantiles over the train split)
+            difficulty = threads.submit(_dialogue_difficulty, con.cursor(), tax, pc)
+            split_of = _splits(con, wh, pc)  # 2.
+            edges = _difficulty(con, pc, split_of, *difficulty.result())  # 3.
             audio = _audio_present(con, wh, pc.audio)
             uid = uuid.uuid4().hex[:12]
             counts, tables = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid,
@@ -225,9 +228,9 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     sources = ", ".join(sql_str(s) for s in pc.sources)
     columns = {r[0] for r in con.execute("DESCRIBE dialogues").fetchall()}
     judge_score = "d.judge_score" if "judge_score" in columns else "NULL::DOUBLE"  # a store older than the column
-    con.execute(
+    con.execute(  # a table of this private in-memory database, not TEMP: a cursor in another thread reads it too
         f"""
-        CREATE TEMP TABLE sel AS
+        CREATE TABLE sel AS
         SELECT d.id, d.source, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, {judge_score} AS judge_score,
                coalesce(nullif(d.text_hash, ''), d.id) AS text_hash, d.source_split,
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
@@ -247,7 +250,7 @@ def materialise_turns(con) -> None:
     turn of the store by a window over all parts; publish reads the turns a dozen times (rules, difficulty, each
     split's files, stats), so it would repeat that work each time. Every reader joins ``sel``, a subset of what is
     kept here; a re-synthesis that redefines the views calls this again."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
+    con.execute("CREATE OR REPLACE TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
                 "WHERE t.dialogue_id IN (SELECT id FROM sel)")
     con.execute("CREATE OR REPLACE VIEW effective_turns AS SELECT * FROM _sel_turns")
 
@@ -296,11 +299,18 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
     return split_of
 
 
-def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
-    """PRC-Emo difficulty per dialogue (``warehouse.difficulty_table``: all dialogues at once, the numbers of
-    ``schemas.difficulty.difficulty``) and its bucket (quantile edges over the train split); registers ``dif``
-    (id, difficulty, bucket); returns the edges."""
-    ids, values = dialogue_difficulty(con, tax, pc.difficulty.k, pc.difficulty.b)
+def _dialogue_difficulty(cursor, tax: Taxonomy, pc: PublishConfig) -> tuple[pa.Array, Any]:
+    """PRC-Emo difficulty per dialogue of ``sel`` (``warehouse.difficulty_table``: all dialogues at once, the numbers
+    of ``schemas.difficulty.difficulty``), on its own cursor (closed here)."""
+    try:
+        return dialogue_difficulty(cursor, tax, pc.difficulty.k, pc.difficulty.b)
+    finally:
+        cursor.close()
+
+
+def _difficulty(con, pc: PublishConfig, split_of: dict[str, str], ids: pa.Array, values) -> list[float]:
+    """The curriculum bucket of every dialogue's difficulty (``ids``, ``values``: :func:`_dialogue_difficulty`),
+    quantile edges over the train split; registers ``dif`` (id, difficulty, bucket); returns the edges."""
     id_list = ids.to_pylist()
     train_vals = [v for d, v in zip(id_list, values.tolist()) if split_of.get(d) == "train"] or values.tolist()
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
