@@ -8,7 +8,7 @@ The store is left the way a build leaves it: ``flows.synthetic`` dialogues writt
 ``RecordSink`` writes them (a part per flush of ``--flush`` dialogues: their turns, then their dialogue rows as
 ``generated``; the judge's decision rewrites each dialogue row as ``accepted`` in a later part), so the store holds
 hundreds of small parts with every dialogue id twice and the store's own compaction threshold applies — nothing is
-compacted by the bench. The audio variant adds the clips a speech stage writes (a turn clip per turn, a mix per
+compacted by the bench; ``home.json`` is written first, as a build's start does. The audio variant adds the clips a speech stage writes (a turn clip per turn, a mix per
 dialogue, in parts of 32 clip records) over small WAV files (8 kHz, speaker A ~130 Hz, B ~260 Hz, durations within
 the audio bounds); clip rows of the same speaker and word count share one file, so the disk holds a few hundred
 files while every row's bytes are read and embedded.
@@ -52,6 +52,7 @@ STAGES = (("warehouse.publish", "_select"), ("warehouse.publish", "_quarantine")
           ("warehouse.publish", "_audio_pass"), ("warehouse.publish", "_splits"),
           ("warehouse.publish", "_difficulty"), ("warehouse.publish", "write_splits"), ("warehouse.publish", "_stats"),
           ("warehouse.publish", "_gate"), ("warehouse.publish", "_agreement"), ("warehouse.publish", "_report"),
+          ("warehouse.publish", "_figures"), ("warehouse.release_files", "write_parquet"),
           ("warehouse.publish", "hash_file"), ("warehouse.publish", "fsync_tree"),
           ("warehouse.report", "load_release"), ("warehouse.report", "release_stats"),
           ("warehouse.report", "plot_all"), ("warehouse.report", "extra_sections"))
@@ -68,7 +69,8 @@ def _timed_stages(stages: dict, cpu: dict) -> None:
     for mod_name, fn in STAGES:
         mod = importlib.import_module(mod_name)
         if hasattr(mod, fn):
-            targets.append((mod, fn, fn.lstrip("_") if mod_name == "warehouse.publish" else f"report.{fn}"))
+            prefix = {"warehouse.publish": "", "warehouse.report": "report.", "warehouse.release_files": "files."}
+            targets.append((mod, fn, prefix[mod_name] + fn.lstrip("_")))
     time_calls(targets, stages, cpu)
 
 
@@ -211,10 +213,13 @@ def _clips(files: ClipFiles, dlg, turns) -> list:
 def load_as_build(home: Path, n: int, flush: int, audio: bool, seed: int = 7) -> dict:
     """Write ``n`` synthetic dialogues the way a build does (see the module docstring); returns the part counts."""
     from flows.synthetic import synthetic_dialogues
+    from schemas.config import load_config
     from schemas.taxonomy import load_taxonomy
+    from warehouse.home_meta import remember
     from warehouse.store import Warehouse
 
     wh = Warehouse(home)
+    remember(home, load_config())  # a build records the home's settings (home.json) before it writes anything
     files = ClipFiles(home) if audio else None
     turns, generated, decided, clips = [], [], [], []
     for dlg, ts in synthetic_dialogues(load_taxonomy(), n, seed=seed):

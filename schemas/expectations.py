@@ -143,25 +143,41 @@ def _run(runner: GXRunner, suite_name: str, expectations: list, df: pd.DataFrame
     return failures, summaries
 
 
-def _utterance_frames(files: Iterable[Path], mapping_names: list[str], chunk_rows: int) -> Iterable[pd.DataFrame]:
-    """The utterance rows of every file, in frames of about ``chunk_rows`` rows (a frame spans files: each GX run
-    has a fixed cost, so the split files are validated together, not one run per file)."""
-    cols = ["dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
-            "n_words", "difficulty", "bucket", "split"] + [f"label_{m}" for m in mapping_names]
-    pending: list[pa.Table] = []
-    n = 0
+UTTERANCE_COLUMNS = ["dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
+                     "n_words", "difficulty", "bucket", "split"]  # what the utterance suite reads, less the mappings
+
+
+def _file_batches(files: Iterable[Path], cols: list[str], chunk_rows: int) -> Iterable[pa.Table]:
+    """The columns ``cols`` (and ``source`` where a file has it) of every file, ``chunk_rows`` rows at a time."""
     for f in files:
         pf = pq.ParquetFile(f)
         has_source = "source" in pf.schema_arrow.names
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols + (["source"] if has_source else [])):
-            table = pa.Table.from_batches([batch])
-            if not has_source:
-                table = table.append_column("source", pa.array(["generated"] * batch.num_rows, pa.string()))
-            pending.append(table.select(cols + ["source"]))
-            n += batch.num_rows
-            if n >= chunk_rows:
-                yield _frame(pending)
-                pending, n = [], 0
+            yield pa.Table.from_batches([batch])
+
+
+def _table_batches(tables: Iterable[pa.Table], chunk_rows: int) -> Iterable[pa.Table]:
+    for t in tables:
+        for start in range(0, t.num_rows, chunk_rows):
+            yield t.slice(start, chunk_rows)
+
+
+def _utterance_frames(batches: Iterable[pa.Table], mapping_names: list[str], chunk_rows: int
+                      ) -> Iterable[pd.DataFrame]:
+    """The utterance rows of ``batches`` (:func:`_file_batches`, :func:`_table_batches`), in frames of about
+    ``chunk_rows`` rows (a frame spans files: each GX run has a fixed cost, so the split files are validated
+    together, not one run per file); a batch without ``source`` is generated dialogue."""
+    cols = UTTERANCE_COLUMNS + [f"label_{m}" for m in mapping_names]
+    pending: list[pa.Table] = []
+    n = 0
+    for table in batches:
+        if "source" not in table.column_names:
+            table = table.append_column("source", pa.array(["generated"] * table.num_rows, pa.string()))
+        pending.append(table.select(cols + ["source"]))
+        n += table.num_rows
+        if n >= chunk_rows:
+            yield _frame(pending)
+            pending, n = [], 0
     if pending:
         yield _frame(pending)
 
@@ -172,33 +188,52 @@ def _frame(tables: list[pa.Table]) -> pd.DataFrame:
     return df
 
 
-def _dialogue_frame(data_dir: Path) -> pd.DataFrame:
+def _dialogue_frame(utt: str, dlg: str, has_source: bool, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """One row per dialogue with the aggregates of its utterances; ``utt``, ``dlg``: what DuckDB reads them from
+    (``read_parquet(...)`` of the files, or a registered table)."""
+    return con.sql(
+        f"""
+        WITH u AS (
+            SELECT dialogue_id, count(*) AS n_utterances, count(DISTINCT utterance_idx) AS n_distinct_idx,
+                   min(utterance_idx) AS min_idx
+            FROM {utt} GROUP BY dialogue_id
+        ), d AS (
+            SELECT dialogue_id, n_turns, split, difficulty, text_hash,
+                   {"source" if has_source else "'generated' AS source"}
+            FROM {dlg}
+        ), leak AS (
+            SELECT text_hash, count(DISTINCT split) AS n_splits FROM d GROUP BY text_hash
+        )
+        SELECT d.dialogue_id, d.source, d.n_turns, d.split, d.difficulty,
+               coalesce(u.n_utterances, 0) AS n_utterances, coalesce(u.n_distinct_idx, 0) AS n_distinct_idx,
+               coalesce(u.min_idx, 0) AS min_idx,
+               -- one value per (text hash, split): unique unless the same text sits in two splits
+               CASE WHEN leak.n_splits > 1 THEN d.text_hash ELSE d.dialogue_id END AS split_text_hash
+        FROM d LEFT JOIN u USING (dialogue_id) LEFT JOIN leak USING (text_hash)
+        ORDER BY d.dialogue_id
+        """
+    ).df()
+
+
+def _file_dialogue_frame(data_dir: Path) -> pd.DataFrame:
     utt = str(data_dir / "utterances" / "*.parquet").replace("'", "''")
     dlg = str(data_dir / "dialogues" / "*.parquet").replace("'", "''")
     con = duckdb.connect()
     try:
-        return con.sql(
-            f"""
-            WITH u AS (
-                SELECT dialogue_id, count(*) AS n_utterances, count(DISTINCT utterance_idx) AS n_distinct_idx,
-                       min(utterance_idx) AS min_idx
-                FROM read_parquet('{utt}') GROUP BY dialogue_id
-            ), d AS (
-                SELECT dialogue_id, n_turns, split, difficulty, text_hash,
-                       {"source" if _has_column(data_dir / "dialogues", "source") else "'generated' AS source"}
-                FROM read_parquet('{dlg}')
-            ), leak AS (
-                SELECT text_hash, count(DISTINCT split) AS n_splits FROM d GROUP BY text_hash
-            )
-            SELECT d.dialogue_id, d.source, d.n_turns, d.split, d.difficulty,
-                   coalesce(u.n_utterances, 0) AS n_utterances, coalesce(u.n_distinct_idx, 0) AS n_distinct_idx,
-                   coalesce(u.min_idx, 0) AS min_idx,
-                   -- one value per (text hash, split): unique unless the same text sits in two splits
-                   CASE WHEN leak.n_splits > 1 THEN d.text_hash ELSE d.dialogue_id END AS split_text_hash
-            FROM d LEFT JOIN u USING (dialogue_id) LEFT JOIN leak USING (text_hash)
-            ORDER BY d.dialogue_id
-            """
-        ).df()
+        return _dialogue_frame(f"read_parquet('{utt}')", f"read_parquet('{dlg}')",
+                               _has_column(data_dir / "dialogues", "source"), con)
+    finally:
+        con.close()
+
+
+def _table_dialogue_frame(utterances: list[pa.Table], dialogues: list[pa.Table]) -> pd.DataFrame:
+    con = duckdb.connect()
+    try:
+        con.register("_utt", pa.concat_tables([t.select(["dialogue_id", "utterance_idx"]) for t in utterances]))
+        has_source = bool(dialogues) and all("source" in t.column_names for t in dialogues)
+        cols = ["dialogue_id", "n_turns", "split", "difficulty", "text_hash"] + (["source"] if has_source else [])
+        con.register("_dlg", pa.concat_tables([t.select(cols) for t in dialogues]))
+        return _dialogue_frame("_utt", "_dlg", has_source, con)
     finally:
         con.close()
 
@@ -209,16 +244,24 @@ def _has_column(folder: Path, column: str) -> bool:
 
 
 def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chunk_rows: int = 250_000,
-                     suites: dict[str, SourceSuite] | None = None) -> GateResult:
+                     suites: dict[str, SourceSuite] | None = None,
+                     tables: tuple[list[pa.Table], list[pa.Table]] | None = None) -> GateResult:
     """Run both suites over ``data_dir`` (the ``data/`` folder of a release being built). ``suites``: the suite
-    of each source (``schemas.suites``; default: every source is generated dialogue under the taxonomy)."""
+    of each source (``schemas.suites``; default: every source is generated dialogue under the taxonomy).
+    ``tables``: (utterance tables, dialogue tables), the Arrow tables the files of ``data_dir`` were written from,
+    one per file in the files' order: validated instead of reading the files back."""
     suites = suites or {}
     runner = GXRunner()
     failures: list[Failure] = []
     results: list[dict] = []
     checked = {"utterances": 0, "dialogues": 0}
-    files = sorted((data_dir / "utterances").glob("*.parquet"))
-    for df in _utterance_frames(files, list(taxonomy.mappings), chunk_rows):
+    mapping_names = list(taxonomy.mappings)
+    if tables is not None:
+        batches = _table_batches(tables[0], chunk_rows)
+    else:
+        files = sorted((data_dir / "utterances").glob("*.parquet"))
+        batches = _file_batches(files, UTTERANCE_COLUMNS + [f"label_{m}" for m in mapping_names], chunk_rows)
+    for df in _utterance_frames(batches, mapping_names, chunk_rows):
         if df.empty:
             continue
         checked["utterances"] += len(df)
@@ -231,7 +274,7 @@ def validate_release(data_dir: Path, taxonomy: Taxonomy, cfg: PublishConfig, chu
             f, r = _run(runner, u_name, u_exps, part, ["dialogue_id", "utterance_idx"])
             failures.extend(f)
             results.extend(r)
-    ddf = _dialogue_frame(data_dir)
+    ddf = _table_dialogue_frame(*tables) if tables is not None else _file_dialogue_frame(data_dir)
     checked["dialogues"] = len(ddf)
     if len(ddf):
         default = default_suite(taxonomy, cfg)

@@ -103,3 +103,70 @@ def test_the_gate_names_failing_rows_and_keeps_every_result(home, tmp_path):
     assert leak.rows and all(r.startswith("dlg_") for r in leak.rows)
     assert leak.unexpected_count >= 2
     assert len(gate.results) == len(result["results"])
+
+
+def test_the_gate_on_the_written_tables_equals_the_gate_on_the_files(home, tmp_path):
+    """Publish validates the Arrow tables its files were written from; on a broken release (text leakage across
+    splits, an emotion outside the taxonomy) that gives the file gate's result: the same failures, the same rows."""
+    _load_as_build(home, 30)
+    out = publish_release(home, CFG, evaluate=False)
+    data = home / "releases" / out["version"] / "data"
+    copy = tmp_path / "data"
+    for kind in ("utterances", "dialogues"):
+        (copy / kind).mkdir(parents=True)
+        for f in (data / kind).glob("*.parquet"):
+            t = pq.read_table(f)
+            if kind == "dialogues" and f.name.startswith("test-"):
+                train = pq.read_table(next((data / kind).glob("train-*.parquet")))
+                t = t.set_column(t.schema.get_field_index("text_hash"), "text_hash",
+                                 pa.array([train.column("text_hash")[0].as_py()] * t.num_rows))
+            if kind == "utterances" and f.name.startswith("train-"):
+                emotions = t.column("emotion").to_pylist()
+                emotions[3] = emotions[7] = "not-an-emotion"
+                t = t.set_column(t.schema.get_field_index("emotion"), "emotion", pa.array(emotions))
+            pq.write_table(t, copy / kind / f.name)
+    files = {k: sorted((copy / k).glob("*.parquet")) for k in ("utterances", "dialogues")}
+    tables = ([pq.read_table(f) for f in files["utterances"]],
+              [pq.read_table(f).drop_columns(["turns"]) for f in files["dialogues"]])
+    on_files = validate_release(copy, load_taxonomy(), CFG.publish, chunk_rows=40)
+    on_tables = validate_release(copy / "nowhere", load_taxonomy(), CFG.publish, chunk_rows=40, tables=tables)
+    assert not on_files.success
+    assert {f.kwargs.get("column") for f in on_files.failures} >= {"emotion", "split_text_hash"}
+    (bad,) = [f for f in on_files.failures if f.kwargs.get("column") == "emotion"]
+    assert bad.unexpected_count == 2 and len(bad.rows) == 2
+    assert on_tables.to_json() == on_files.to_json()
+
+
+def test_the_report_from_the_written_tables_equals_the_report_from_the_files(home, tmp_path):
+    """Publish writes the report from the tables its files were written from; the report read back from the files
+    (``emoforge report``) has the same figures and the same plots, byte for byte."""
+    from warehouse.report import write_report
+
+    _load_as_build(home, 40)
+    out = publish_release(home, load_config(publish={"sources": ["synthetic"], "report": True}), evaluate=False)
+    rel = home / "releases" / out["version"]
+    again = write_report(rel, home=home, out_dir=tmp_path / "again").parent
+    published = sorted(p.name for p in (rel / "report").iterdir())
+    assert "stats.json" in published and len([p for p in published if p.endswith(".png")]) >= 5
+    assert published == sorted(p.name for p in again.iterdir())
+    for name in published:
+        assert (rel / "report" / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_a_file_depends_on_its_rows_not_on_how_they_are_chunked(tmp_path):
+    """The release's tables come from DuckDB in chunks of its choosing; a file's row groups (and its bytes, which
+    the manifest's checksums hold) are the same for the same rows however they are chunked."""
+    from warehouse.release_files import write_parquet
+
+    n = 2500
+    whole = pa.table({"dialogue_id": [f"dlg_{i // 7:05d}" for i in range(n)], "utterance_idx": [i % 7 for i in range(n)],
+                      "text": [f"turn {i} " + "word " * (i % 13) for i in range(n)]})
+    cuts = [0, 1, 999, 1000, 1001, 1777, n]
+    chunked = pa.Table.from_batches([b for a, b_ in zip(cuts, cuts[1:]) for b in whole.slice(a, b_ - a).to_batches()])
+    assert chunked.column(0).num_chunks == 6
+    write_parquet(whole.combine_chunks(), tmp_path / "a.parquet", 1000)
+    write_parquet(chunked, tmp_path / "b.parquet", 1000)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    meta = pq.ParquetFile(tmp_path / "b.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [1000, 1000, 500]
+    assert pq.read_table(tmp_path / "b.parquet").equals(whole)

@@ -236,3 +236,24 @@ def test_a_home_built_with_erc_publishes_with_no_flag_and_refuses_a_conflicting_
             "SELECT * FROM judgements WHERE kind = 'llm' AND dialogue_id = ?", [r["dialogue_id"]]).to_pylist()]
         assert r["judge_score"] == pytest.approx(statistics.fmean(judge_score(j) for j in llm))
         assert r["text_hash"] == text_hash([t["text"] for t in r["turns"]])
+
+
+def test_every_turn_rule_names_its_turn_in_one_scan(home):
+    """The turn rules run as one query: a dialogue breaking several of them on different turns gets each reason on
+    its turn (speaker order, an intended emotion outside the suite, an empty text), and a clean one gets none."""
+    wh = Warehouse(home)
+    tax = load_taxonomy()
+    load_synthetic(wh, tax, 30, seed=0)
+    dlg, turns = next(synthetic_dialogues(tax, 1, seed=77))
+    turns[0] = turns[0].model_copy(update={"speaker": "B"})
+    turns[3] = turns[3].model_copy(update={"intended_emotion": "Bogus"})
+    turns[4] = turns[4].model_copy(update={"text": "   "})
+    wh.upsert([dlg])
+    wh.upsert(turns)
+    out = publish_release(home, load_config(publish={**SYNTH, "quarantine_floor": 5}))
+    detail = json.loads((Path(out["path"]) / "quarantine.json").read_text())["dialogues"]
+    assert [d["dialogue_id"] for d in detail] == [dlg.id]
+    got = {(r["reason"], r.get("turn_idx")): r["detail"] for r in detail[0]["reasons"]}
+    assert got[("rule:speaker_order", 0)] == "turn 0: speaker B out of the A, B, A, ... order"
+    assert got[("rule:label_not_in_suite", 3)].startswith("turn 3: intended emotion Bogus is not a")
+    assert got[("rule:empty_text", 4)] == "turn 4 is empty"

@@ -41,3 +41,19 @@ def test_column_word_counts_known_values():
     assert count_words_column(pa.array(["", None, ""])) == [0, 0, 0] and count_words_column(pa.array([], pa.string())) == []
     text = "a'b'c d''e 'f' g-h"
     assert count_words_column(pa.array(["x", text, "z"]).slice(1, 1)) == [count_words(text)] == [6]  # a slice
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.none() | st.text(alphabet="aZ09_ '-.\n'", max_size=12), max_size=30),
+       st.integers(min_value=1, max_value=7))
+def test_ascii_word_counts_over_the_buffer_equal_count_words(texts, chunk):
+    """The ASCII path counts runs less joining apostrophes over the UTF-8 buffer, a few texts at a time: texts that
+    start or end with an apostrophe or a letter, empty texts and chunk boundaries between them."""
+    from unittest.mock import patch
+
+    import schemas.text as text_mod
+
+    arr = pa.chunked_array([pa.array(texts[:4], pa.string()), pa.array(texts[4:], pa.string())])
+    with patch.object(text_mod, "_CHUNK_TEXTS", chunk):
+        assert count_words_column(arr) == [count_words(t or "") for t in texts]
+        assert count_words_column(arr.cast(pa.large_string())) == [count_words(t or "") for t in texts]

@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,8 @@ from warehouse.quarantine import (
     QUARANTINE_FILE, Resynthesise, audio_violations, card_lines, dialogue_gates, drop_from_selection, manifest_entry,
     retry_targets, share_problem, summarise, write_summary,
 )
-from warehouse.report import write_report
-from warehouse.release_files import write_splits
+from warehouse.report import warehouse_figures, write_report
+from warehouse.release_files import ReleaseTables, write_splits
 from warehouse.releases import (
     ReleaseError,
     fsync_tree,
@@ -132,29 +132,39 @@ def _build(wh: Warehouse, cfg: Config, tax: Taxonomy, version: str, parent: str 
     """Stages 1-6 into ``out``. Independent work overlaps in threads where it releases the GIL (DuckDB, Arrow,
     Parquet): the agreement figures are read from the start, the report is written while the gate runs."""
     pc = cfg.publish
-    with ThreadPoolExecutor(2, thread_name_prefix="publish") as threads:
+    # leaving the block waits for every thread, the file writer first: a failure removes ``out`` only after that
+    with ThreadPoolExecutor(3, thread_name_prefix="publish") as threads, \
+            ThreadPoolExecutor(1, thread_name_prefix="publish-files") as files:
         agreement = threads.submit(_agreement, wh)
         con = _connect(wh)
         try:
             _select(con, wh, pc)  # 1. selection
             suites, quarantine, audio_gate = _quarantine(con, wh, cfg, tax, run_id, version, resynthesise)  # 1b.
-            split_of = _splits(con, wh, pc)  # 2. splits
-            edges = _difficulty(con, tax, pc, split_of)  # 3. difficulty and buckets
+            # the report's warehouse figures (judges, acceptance, clips) of the selection, read meanwhile
+            figures = threads.submit(_figures, wh, con.sql("SELECT id FROM sel").to_arrow_table()) if pc.report else None
+            # 3. the difficulty of every dialogue (DuckDB and NumPy, GIL-free mostly) on a cursor in a thread while
+            # 2. the splits are assigned (Python) here; then the buckets (quantiles over the train split)
+            difficulty = threads.submit(_dialogue_difficulty, con.cursor(), tax, pc)
+            split_of = _splits(con, wh, pc)  # 2.
+            edges = _difficulty(con, pc, split_of, *difficulty.result())  # 3.
             audio = _audio_present(con, wh, pc.audio)
             uid = uuid.uuid4().hex[:12]
-            counts = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid)  # 4.
+            counts, tables = write_splits(con, wh.home / "audio" if audio else None, tax, pc, out / "data", uid,
+                                          files)  # 4. (the files are written meanwhile)
             stats = _stats(con, tax)
         finally:
             con.close()
         _fault("before_validate")
         manifest = _manifest(cfg, tax, version, uid, parent, counts, edges, stats, quarantine, audio)
         manifest["agreement"] = agreement.result()
-        # the report needs no gate result: written meanwhile, from the files and a copy of the manifest so far
-        report = threads.submit(_report, out, tax, wh, dict(manifest)) if pc.report else None
+        # the report needs no gate result: written meanwhile, from the tables the files were written from (not read
+        # back) and a copy of the manifest so far
+        report = threads.submit(_report, out, tax, wh, dict(manifest), tables, figures) if pc.report else None
         try:
-            gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites)  # 5. the gate (release-level)
+            gate = _gate(wh, tax, pc, out, audio_gate, run_id, version, suites, tables)  # 5. the gate (release-level)
         finally:
             manifest["report"] = report.result() if report is not None else None  # it writes under ``out``
+        tables.wait_written()
     write_summary(out / QUARANTINE_FILE, quarantine)
     manifest["validation"] = {"success": True, "checked": gate.checked,
                               "audio": None if audio_gate is None else {
@@ -218,9 +228,9 @@ def _select(con, wh: Warehouse, pc: PublishConfig) -> None:
     sources = ", ".join(sql_str(s) for s in pc.sources)
     columns = {r[0] for r in con.execute("DESCRIBE dialogues").fetchall()}
     judge_score = "d.judge_score" if "judge_score" in columns else "NULL::DOUBLE"  # a store older than the column
-    con.execute(
+    con.execute(  # a table of this private in-memory database, not TEMP: a cursor in another thread reads it too
         f"""
-        CREATE TEMP TABLE sel AS
+        CREATE TABLE sel AS
         SELECT d.id, d.source, d.domain, d.model_a, d.model_b, d.n_turns, d.decided_by, {judge_score} AS judge_score,
                coalesce(nullif(d.text_hash, ''), d.id) AS text_hash, d.source_split,
                d.domain || ' | ' || d.model_a || ' | ' || d.model_b AS stratum
@@ -240,7 +250,7 @@ def materialise_turns(con) -> None:
     turn of the store by a window over all parts; publish reads the turns a dozen times (rules, difficulty, each
     split's files, stats), so it would repeat that work each time. Every reader joins ``sel``, a subset of what is
     kept here; a re-synthesis that redefines the views calls this again."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
+    con.execute("CREATE OR REPLACE TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
                 "WHERE t.dialogue_id IN (SELECT id FROM sel)")
     con.execute("CREATE OR REPLACE VIEW effective_turns AS SELECT * FROM _sel_turns")
 
@@ -281,18 +291,26 @@ def _splits(con, wh: Warehouse, pc: PublishConfig) -> dict[str, str]:
     new = [(i, st, h) for i, st, h, sp in pending if sp not in SPLITS]
     assigned += assign_splits(new, existing, pc.splits.fractions(), pc.splits.seed)
     if assigned:
-        wh.upsert_arrow("splits", pa.Table.from_pylist(assigned, schema=SPLIT_SCHEMA))
-    split_rows = existing + [(r["id"], r["split"], r["stratum"], r["group_key"]) for r in assigned]
-    con.register("split_map", pa.Table.from_pylist(
-        [{"id": r[0], "split": r[1]} for r in split_rows], schema=pa.schema([("id", pa.string()), ("split", pa.string())])))
-    return {r[0]: r[1] for r in split_rows}
+        wh.upsert_arrow("splits", pa.Table.from_pydict(
+            {f.name: [r[f.name] for r in assigned] for f in SPLIT_SCHEMA}, schema=SPLIT_SCHEMA))
+    split_of = {r[0]: r[1] for r in existing} | {r["id"]: r["split"] for r in assigned}
+    con.register("split_map", pa.table({"id": pa.array(list(split_of), pa.string()),
+                                        "split": pa.array(list(split_of.values()), pa.string())}))
+    return split_of
 
 
-def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str]) -> list[float]:
-    """PRC-Emo difficulty per dialogue (``warehouse.difficulty_table``: all dialogues at once, the numbers of
-    ``schemas.difficulty.difficulty``) and its bucket (quantile edges over the train split); registers ``dif``
-    (id, difficulty, bucket); returns the edges."""
-    ids, values = dialogue_difficulty(con, tax, pc.difficulty.k, pc.difficulty.b)
+def _dialogue_difficulty(cursor, tax: Taxonomy, pc: PublishConfig) -> tuple[pa.Array, Any]:
+    """PRC-Emo difficulty per dialogue of ``sel`` (``warehouse.difficulty_table``: all dialogues at once, the numbers
+    of ``schemas.difficulty.difficulty``), on its own cursor (closed here)."""
+    try:
+        return dialogue_difficulty(cursor, tax, pc.difficulty.k, pc.difficulty.b)
+    finally:
+        cursor.close()
+
+
+def _difficulty(con, pc: PublishConfig, split_of: dict[str, str], ids: pa.Array, values) -> list[float]:
+    """The curriculum bucket of every dialogue's difficulty (``ids``, ``values``: :func:`_dialogue_difficulty`),
+    quantile edges over the train split; registers ``dif`` (id, difficulty, bucket); returns the edges."""
     id_list = ids.to_pylist()
     train_vals = [v for d, v in zip(id_list, values.tolist()) if split_of.get(d) == "train"] or values.tolist()
     edges = bucket_edges(train_vals, pc.difficulty.buckets)
@@ -305,10 +323,11 @@ def _difficulty(con, tax: Taxonomy, pc: PublishConfig, split_of: dict[str, str])
 
 
 def _gate(wh: Warehouse, tax: Taxonomy, pc: PublishConfig, out: Path, audio_gate, run_id: str, version: str,
-          suites: dict):
+          suites: dict, tables: ReleaseTables):
     """Run the Great Expectations gate over ``out/data`` (release-level: schema, split leakage; audio failures were
-    quarantined before); a failure keeps its results under ``runs/<run>/`` and raises :class:`GateFailed`."""
-    gate = validate_release(out / "data", tax, pc, suites=suites)
+    quarantined before), on ``tables``, what its files were written from; a failure keeps its results under
+    ``runs/<run>/`` and raises :class:`GateFailed`."""
+    gate = validate_release(out / "data", tax, pc, suites=suites, tables=(tables.utterances, tables.dialogues))
     (out / "validation").mkdir()
     (out / "validation" / "result.json").write_text(gate.to_json())
     if audio_gate is not None:
@@ -378,9 +397,20 @@ def _agreement(wh: Warehouse) -> dict | None:
         return {"error": str(exc)}
 
 
-def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any]) -> str | None:
+def _figures(wh: Warehouse, selected: pa.Table) -> tuple[pa.Array, dict] | None:
+    ids = selected.column("id").combine_chunks()
     try:
-        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest).relative_to(out).as_posix()
+        return ids, warehouse_figures(wh.home, ids)
+    except Exception as exc:  # the report reads them again (and says why it cannot) when it is written
+        log.warning("warehouse figures of the report not read ahead: %s", exc)
+        return None
+
+
+def _report(out: Path, tax: Taxonomy, wh: Warehouse, manifest: dict[str, Any], tables: ReleaseTables,
+            figures: Future | None = None) -> str | None:
+    try:
+        return write_report(out, taxonomy=tax, home=wh.home, manifest=manifest, tables=tables,
+                            figures=figures.result() if figures is not None else None).relative_to(out).as_posix()
     except Exception as exc:  # the report is for people; a plotting failure never blocks a release
         log.warning("release report not written: %s", exc)
         return None

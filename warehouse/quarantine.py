@@ -101,7 +101,9 @@ def register_suites(con, suites: dict[str, SourceSuite], mapping_names: list[str
 
 
 _TURN_RULES = [
-    ("empty_text", "t.text IS NULL OR trim(t.text) = ''", "format('turn {} is empty', t.idx)"),
+    # trim(text) = '' only where the first character is one trim removes: checked first, trim runs on those alone
+    ("empty_text", "t.text IS NULL OR length(t.text) = 0 OR (ltrim(left(t.text, 1)) = '' AND trim(t.text) = '')",
+     "format('turn {} is empty', t.idx)"),
     ("label_not_in_suite", "t.label NOT IN (SELECT label FROM suite_labels l WHERE l.source = sel.source)",
      "format('turn {}: emotion {} is not a {} label', t.idx, t.label, b.suite)"),
     ("label_not_in_suite", "t.intended_emotion NOT IN (SELECT label FROM suite_labels l WHERE l.source = sel.source)",
@@ -117,10 +119,17 @@ _TURN_RULES = [
 def rule_violations(con) -> list[Quarantined]:
     """The suite rules over ``sel`` (id, source, n_turns, source_split, text_hash) and ``effective_turns``."""
     out: list[Quarantined] = []
-    base = ("FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN suite_bounds b ON b.source = sel.source")
-    for name, where, detail in _TURN_RULES:
-        for did, idx, text in con.execute(f"SELECT t.dialogue_id, t.idx, {detail} {base} WHERE {where}").fetchall():
-            out.append(Quarantined(did, f"rule:{name}", text, int(idx)))
+    # every turn rule in one scan of the turns: a flag and a detail per rule, the rows that break any rule
+    flags = ", ".join(f"coalesce({where}, false) AS f{i}, CASE WHEN {where} THEN {detail} END AS d{i}"
+                      for i, (_, where, detail) in enumerate(_TURN_RULES))
+    rows = con.execute(f"""
+        SELECT * FROM (
+            SELECT t.dialogue_id, t.idx, {flags}
+            FROM effective_turns t JOIN sel ON sel.id = t.dialogue_id JOIN suite_bounds b ON b.source = sel.source)
+        WHERE {" OR ".join(f"f{i}" for i in range(len(_TURN_RULES)))}
+        ORDER BY dialogue_id, idx""").fetchall()
+    for i, (name, _, _) in enumerate(_TURN_RULES):
+        out += [Quarantined(r[0], f"rule:{name}", r[3 + 2 * i], int(r[1])) for r in rows if r[2 + 2 * i]]
     rows = con.execute("""
         WITH u AS (SELECT dialogue_id, count(*) AS n, count(DISTINCT idx) AS k, min(idx) AS lo
                    FROM effective_turns WHERE dialogue_id IN (SELECT id FROM sel) GROUP BY dialogue_id)

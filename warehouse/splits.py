@@ -52,23 +52,28 @@ def assign_splits(
         counts[stratum][split] += 1
         overall[split] += 1
         by_group.setdefault(group, split)
+    sized = {k: sum(c.values()) for k, c in counts.items()}  # dialogues per stratum so far
+    n_all = sum(overall.values())
+    targets = [(s, fractions.get(s, 0.0)) for s in SPLITS]
     pending = sorted(new, key=lambda r: (r[1], _order_key(seed, r[2]), r[0]))
     out = []
     for did, stratum, group in pending:
         split = by_group.get(group)
+        c = counts[stratum]
+        n_s = sized.get(stratum, 0)
         if split is None:
-            c = counts[stratum]
-            n_s, n_all = sum(c.values()) + 1, sum(overall.values()) + 1
-
-            def deficit(s: str) -> tuple[float, float]:
-                f = fractions.get(s, 0.0)
-                return (f * n_s - c[s]) + (f * n_all - overall[s]), f
-
             # largest deficit against the target share, within the stratum and overall (so that small strata
-            # still fill validation and test across the release); ties broken by the larger fraction
-            split = max(SPLITS, key=deficit)
+            # still fill validation and test across the release); ties broken by the larger fraction, then by
+            # the order of SPLITS
+            best = None
+            for s, f in targets:
+                key = ((f * (n_s + 1) - c[s]) + (f * (n_all + 1) - overall[s]), f)
+                if best is None or key > best:
+                    best, split = key, s
             by_group[group] = split
-        counts[stratum][split] += 1
+        c[split] += 1
         overall[split] += 1
+        sized[stratum] = n_s + 1
+        n_all += 1
         out.append({"id": did, "split": split, "stratum": stratum, "group_key": group})
     return out

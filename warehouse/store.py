@@ -196,6 +196,13 @@ class Warehouse:
             return f"SELECT * FROM {table_name} WHERE {where}"  # the empty view (define_views)
         return latest_rows_sql(_sql_list(parts), where)
 
+    def stored_rows_sql(self, table_name: str) -> str | None:
+        """SQL for every row stored in ``table_name``'s parts, every version of every id (None: no parts). The
+        latest rows are some of these: what no stored row has, no latest row has, found without the latest-row
+        window."""
+        parts = self._parts(table_name)
+        return f"SELECT * FROM read_parquet({_sql_list(parts)}, union_by_name=true)" if parts else None
+
     def query(self, sql: str, params: Iterable | None = None) -> pa.Table:
         for attempt in range(5):
             con = self.connect()

@@ -27,14 +27,14 @@ import shutil
 from pathlib import Path
 
 from warehouse.report.dailydialog import dailydialog_stats, read_dailydialog
-from warehouse.report.data import REPORT_DIR, ReleaseData, ReportError, load_release
+from warehouse.report.data import REPORT_DIR, ReleaseData, ReportError, load_release, warehouse_figures
 from warehouse.report.html import render_html
 from warehouse.report.plots import plot_all
 from warehouse.report.stats import emotion_sequences, release_stats
 from warehouse.report.sections import extra_sections
 
 __all__ = ["REPORT_DIR", "ReleaseData", "ReportError", "dailydialog_stats", "load_release", "read_dailydialog",
-           "release_stats", "render_html", "write_report"]
+           "release_stats", "render_html", "warehouse_figures", "write_report"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,7 +70,8 @@ def _erc7_sequences(data: ReleaseData) -> list[list[str]] | None:
 
 
 def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
-                 compare_dailydialog: Path | None = None, out_dir: Path | None = None) -> Path:
+                 compare_dailydialog: Path | None = None, out_dir: Path | None = None, tables=None,
+                 figures=None) -> Path:
     """Write ``<release>/report/index.html`` + PNG plots + ``stats.json``; returns the HTML path.
 
     ``taxonomy``: a :class:`~schemas.taxonomy.Taxonomy`, a preset name or file, or ``None`` for the manifest's.
@@ -78,9 +79,11 @@ def write_report(release_dir: Path, *, taxonomy=None, home: Path | None = None, 
     ``manifest``: the release manifest when ``manifest.json`` is not written yet (publish builds the report first).
     ``compare_dailydialog``: a DailyDialog folder (``../shared/benchdata/dailydialog``) to compare with.
     ``out_dir``: write somewhere else than ``<release>/report`` (the release itself is never modified then).
+    ``tables``: the tables the release's data files were written from (publish: ``release_files.ReleaseTables``),
+    so the files are not read back. ``figures``: (dialogue ids, ``warehouse_figures`` of them) read beforehand.
     """
     release_dir = Path(release_dir)
-    data = load_release(release_dir, taxonomy, home, manifest)
+    data = load_release(release_dir, taxonomy, home, manifest, tables, figures)
     dd = dailydialog_stats(Path(compare_dailydialog)) if compare_dailydialog else None
     stats = release_stats(data, dd)
 

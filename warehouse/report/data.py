@@ -54,6 +54,19 @@ def _read_table(release_dir: Path, name: str, drop: tuple[str, ...] = (), keep: 
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def _given_table(tables: list[pa.Table], drop: tuple[str, ...] = (), keep: tuple[str, ...] | None = None
+                 ) -> pa.Table | None:
+    """What :func:`_read_table` reads from files, from the tables they were written from (``tables``: one per file,
+    in the files' order, audio columns as the clips' file names: ``warehouse.release_files.ReleaseTables``)."""
+    if not tables:
+        return None
+    out = []
+    for t in tables:
+        drop_ = set(drop) | (set(t.column_names) - set(keep) if keep is not None else set())
+        out.append(t.select([c for c in t.column_names if c not in drop_]))
+    return pa.concat_tables(out, promote_options="permissive")
+
+
 def _load_manifest(release_dir: Path) -> dict:
     path = release_dir / "manifest.json"
     if not path.is_file():
@@ -99,8 +112,9 @@ class ReleaseData:
     samples: list[dict] = field(default_factory=list)
 
 
-def _warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
-    """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations."""
+def warehouse_figures(home: Path | None, dialogue_ids: pa.Array) -> dict:
+    """Figures only the warehouse has: all judge scores, acceptance of every generated dialogue, clip durations;
+    ``dialogue_ids``: the release's dialogues."""
     if home is None:
         return {}
     home = Path(home)
@@ -211,14 +225,23 @@ def _dialogues_from_utterances(utt: pa.Table) -> list[dict]:
                         "emotion": u.get("emotion")} for u in us]} for did, us in sorted(by.items())]
 
 
-def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, manifest: dict | None = None) -> ReleaseData:
+def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, manifest: dict | None = None,
+                 tables=None, figures: tuple[pa.Array, dict] | None = None) -> ReleaseData:
+    """The release's data for its report. ``tables``: the Arrow tables its data files were written from (publish
+    holds them: ``warehouse.release_files.ReleaseTables``), used instead of reading the files back. ``figures``:
+    (dialogue ids, :func:`warehouse_figures` of those ids) computed beforehand (publish reads them meanwhile), used
+    when the ids are the release's."""
     release_dir = Path(release_dir)
     if not release_dir.is_dir():
         raise ReportError(f"release folder {release_dir} does not exist")
     manifest = dict(manifest) if manifest is not None else _load_manifest(release_dir)
     manifest.setdefault("version", _version_from_dir(release_dir))
-    dlg = _read_table(release_dir, "dialogues", drop=("turns",))
-    utt = _read_table(release_dir, "utterances", keep=UTTERANCE_COLUMNS)
+    if tables is not None:
+        dlg = _given_table(tables.dialogues, drop=("turns",))
+        utt = _given_table(tables.utterances, keep=UTTERANCE_COLUMNS)
+    else:
+        dlg = _read_table(release_dir, "dialogues", drop=("turns",))
+        utt = _read_table(release_dir, "utterances", keep=UTTERANCE_COLUMNS)
     if dlg is None and utt is None:
         raise ReportError(f"{release_dir}: no data/dialogues/*.parquet nor data/utterances/*.parquet")
     if utt is None:
@@ -235,4 +258,12 @@ def load_release(release_dir: Path, taxonomy=None, home: Path | None = None, man
         samples, dlg = [], dlg if dlg is not None else pa.table({})
     tax = _resolve_taxonomy(taxonomy, manifest)
     ids = dlg.column("dialogue_id") if "dialogue_id" in dlg.column_names else pa.array([], pa.string())
-    return ReleaseData(release_dir, manifest, dlg, utt, tax, _warehouse_figures(home, ids), samples)
+    if figures is None or not _same_ids(figures[0], ids):
+        figures = (ids, warehouse_figures(home, ids))
+    return ReleaseData(release_dir, manifest, dlg, utt, tax, figures[1], samples)
+
+
+def _same_ids(a, b) -> bool:
+    """Whether two columns of unique ids hold the same ids (in any order)."""
+    a, b = pa.chunked_array([a]).combine_chunks(), pa.chunked_array(b).combine_chunks()
+    return len(a) == len(b) and (not len(a) or pa.compute.all(pa.compute.is_in(a, value_set=b)).as_py())

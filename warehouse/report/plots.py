@@ -26,8 +26,14 @@ def load_pyplot():
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
-    load_pyplot().close(fig)
+    # what savefig(path, format="png") writes, byte for byte (FigureCanvasAgg.print_png: draw, then imsave of the
+    # canvas's pixels), without the second, layout-only draw that savefig makes first; no version stamp: same data,
+    # same bytes
+    fig.canvas.draw()
+    plt = load_pyplot()
+    plt.imsave(path, fig.canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi,
+               metadata={"Software": None})
+    plt.close(fig)
     return path.name
 
 
@@ -166,7 +172,9 @@ def _plot_acceptance(stats: dict, out: Path) -> str | None:
             ax.set_xlim(0, 1)
             ax.set_xlabel("accepted / decided")
             for y, r in enumerate(rows):
-                ax.text(0.01, y, f"{r['accepted']}/{r['accepted'] + r['rejected'] + r['uncertain']}", va="center", fontsize=6)
+                # inside the axes (x = 0.01 of 1, on its bar): no part of the tight layout's margins
+                ax.text(0.01, y, f"{r['accepted']}/{r['accepted'] + r['rejected'] + r['uncertain']}", va="center",
+                        fontsize=6, in_layout=False)
         else:
             ax.barh(range(len(keys)), [r["accepted"] for r in rows])
             ax.set_xlabel("dialogues in release")
@@ -241,21 +249,29 @@ def _plot_compare_emotions(stats: dict, dd: dict, out: Path) -> str | None:
     return _save(fig, out / "compare_emotions.png")
 
 
+PLOTS = {  # figure name -> how it is drawn from (stats, taxonomy, DailyDialog figures or None, folder)
+    "emotions": lambda stats, tax, dd, out: _plot_emotions(stats, out),
+    "transitions": lambda stats, tax, dd, out: _plot_transitions(stats, tax, out),
+    "turns": lambda stats, tax, dd, out: _plot_hist(
+        np.asarray(stats["_values"]["turns"], dtype=float), out, "turns_per_dialogue.png", "Turns per dialogue",
+        "turns", integer=True, compare=np.asarray(dd["turns_values"], dtype=float) if dd else None),
+    "words": lambda stats, tax, dd, out: _plot_hist(
+        np.asarray(stats["_values"]["words"], dtype=float), out, "words_per_turn.png", "Words per turn", "words",
+        integer=True, compare=np.asarray(dd["words_values"], dtype=float) if dd else None),
+    "judges": lambda stats, tax, dd, out: _plot_judges(stats, out),
+    "acceptance": lambda stats, tax, dd, out: _plot_acceptance(stats, out),
+    "difficulty": lambda stats, tax, dd, out: _plot_difficulty(stats, out),
+    "audio": lambda stats, tax, dd, out: _plot_audio(stats, out),
+    "agreement": lambda stats, tax, dd, out: _plot_agreement(stats, out),
+    "compare_emotions": lambda stats, tax, dd, out: _plot_compare_emotions(stats, dd, out) if dd else None,
+}
+
+
+def plot_named(names, stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | None]:
+    """The plots ``names`` (keys of :data:`PLOTS`) into ``out``: figure name -> PNG file name (None: no data)."""
+    return {name: PLOTS[name](stats, tax, dd, out) for name in names}
+
+
 def plot_all(stats: dict, tax, dd: dict | None, out: Path) -> dict[str, str | None]:
     """Every plot of the report into ``out``: figure name -> PNG file name (None: no data for it)."""
-    return {
-        "emotions": _plot_emotions(stats, out),
-        "transitions": _plot_transitions(stats, tax, out),
-        "turns": _plot_hist(np.asarray(stats["_values"]["turns"], dtype=float), out, "turns_per_dialogue.png",
-                            "Turns per dialogue", "turns", integer=True,
-                            compare=np.asarray(dd["turns_values"], dtype=float) if dd else None),
-        "words": _plot_hist(np.asarray(stats["_values"]["words"], dtype=float), out, "words_per_turn.png",
-                            "Words per turn", "words", integer=True,
-                            compare=np.asarray(dd["words_values"], dtype=float) if dd else None),
-        "judges": _plot_judges(stats, out),
-        "acceptance": _plot_acceptance(stats, out),
-        "difficulty": _plot_difficulty(stats, out),
-        "audio": _plot_audio(stats, out),
-        "agreement": _plot_agreement(stats, out),
-        "compare_emotions": _plot_compare_emotions(stats, dd, out) if dd else None,
-    }
+    return plot_named(PLOTS, stats, tax, dd, out)

@@ -82,6 +82,12 @@ def _columns(table, *names: str) -> list[list]:
     return [table.column(n).to_pylist() if n in table.column_names else [None] * table.num_rows for n in names]
 
 
+def _present(table, name: str) -> list:
+    """The non-null values of a column as Python objects (a missing column: none): a text-only release has no
+    audio column, and an audio column of a release without clips is all null."""
+    return pc.drop_null(table.column(name)).to_pylist() if name in table.column_names else []
+
+
 def _counts(table, name: str) -> Counter:
     """Non-null values of a column and how often each occurs (vectorised)."""
     if name not in table.column_names or not table.num_rows:
@@ -170,7 +176,7 @@ def _audio_figures(data: ReleaseData) -> dict[str, Any]:
     turn_durs = list(clips.get("turn") or [])
     mix_durs = list(clips.get("mix") or [])
     missing = 0
-    refs = _columns(data.utterances, "audio")[0]
+    refs = _present(data.utterances, "audio")
     if not turn_durs and any(_audio_ref(r) for r in refs):
         for r in refs:
             ref = _audio_ref(r)
@@ -179,7 +185,7 @@ def _audio_figures(data: ReleaseData) -> dict[str, Any]:
                 (turn_durs.append(dur) if dur is not None else None)
                 missing += dur is None
     if not mix_durs:
-        for mix in _columns(data.dialogue_table, "audio_mix")[0]:
+        for mix in _present(data.dialogue_table, "audio_mix"):
             ref = _audio_ref(mix)
             if ref:
                 dur = _audio_duration(data.release_dir / ref)
