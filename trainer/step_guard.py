@@ -11,6 +11,7 @@ message that says what to change.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 
@@ -41,7 +42,9 @@ class StepGuard:
             if self.skipped == 1:
                 self.log(f"step {self.steps}: non-finite loss or gradients; the step is skipped (its gradients are "
                          "dropped) and counted in the phase's skipped_steps")
-        sched.step()
+        with warnings.catch_warnings():  # a skipped first step: torch warns that the schedule stepped alone (meant)
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            sched.step()
         optim.zero_grad(set_to_none=True)
         self.steps += 1
         self._bad_loss = False
