@@ -5,6 +5,7 @@ the build was still retrying its crash report against it a minute later."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -65,11 +67,12 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_to_the_process_group_stops_the_build_and_its_server(tmp_path: Path, sig: int) -> None:
+@contextlib.contextmanager
+def _running_build(tmp_path: Path, seed: int) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A build against the stub on its own ephemeral server, once the server runs and calls are stored: (the build,
+    its server's pid). Afterwards nothing tagged is left (asserted)."""
     tag = f"EMOFORGE_TEST_TAG=ephemeral-{uuid.uuid4().hex[:8]}"
-    with stub_process(StubConfig(latency_s=0.3, seed=3)) as url:
+    with stub_process(StubConfig(latency_s=0.3, seed=seed)) as url:
         models = tmp_path / "models.yaml"
         ep = [{"base_url": url}]
         models.write_text(yaml.safe_dump({
@@ -77,38 +80,30 @@ def test_a_signal_to_the_process_group_stops_the_build_and_its_server(tmp_path: 
             "pairs": [["m1", "m1"]], "judges": ["judge"]}))
         proc = _start(tmp_path / "home", models, tag)
         try:
-            server = _server_of(proc, tag, tmp_path / "home")
-            assert os.getsid(server) != os.getsid(proc.pid)  # a session of its own: the group signal misses it
-            os.killpg(proc.pid, sig)
-            t0 = time.monotonic()
-            proc.wait(timeout=90)
-            assert time.monotonic() - t0 < 30, "the build took over 30 s to stop"
-            assert proc.returncode != 0
-            assert _gone([server], 15), f"the ephemeral server is still running: {_cmdline(server)}"
+            yield proc, _server_of(proc, tag, tmp_path / "home")
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             left = stop_tagged(tag)
         assert not left, left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_stops_the_build_and_its_server(tmp_path: Path, sig: int) -> None:
+    with _running_build(tmp_path, seed=3) as (proc, server):
+        assert os.getsid(server) != os.getsid(proc.pid)  # a session of its own: the group signal misses it
+        os.killpg(proc.pid, sig)
+        t0 = time.monotonic()
+        proc.wait(timeout=90)
+        assert time.monotonic() - t0 < 30, "the build took over 30 s to stop"
+        assert proc.returncode != 0
+        assert _gone([server], 15), f"the ephemeral server is still running: {_cmdline(server)}"
 
 
 @pytest.mark.slow
 def test_a_build_killed_with_sigkill_takes_its_server_with_it(tmp_path: Path) -> None:
-    tag = f"EMOFORGE_TEST_TAG=ephemeral-{uuid.uuid4().hex[:8]}"
-    with stub_process(StubConfig(latency_s=0.3, seed=4)) as url:
-        models = tmp_path / "models.yaml"
-        ep = [{"base_url": url}]
-        models.write_text(yaml.safe_dump({
-            "models": {m: {"endpoints": ep, "timeout_s": 20, "max_concurrency": 4} for m in ("m1", "judge")},
-            "pairs": [["m1", "m1"]], "judges": ["judge"]}))
-        proc = _start(tmp_path / "home", models, tag)
-        try:
-            server = _server_of(proc, tag, tmp_path / "home")
-            proc.kill()  # the build alone: its server is in another session
-            proc.wait(timeout=30)
-            assert _gone([server], 15), f"the ephemeral server outlived its killed build: {_cmdline(server)}"
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            left = stop_tagged(tag)
-        assert not left, left
+    with _running_build(tmp_path, seed=4) as (proc, server):
+        proc.kill()  # the build alone: its server is in another session
+        proc.wait(timeout=30)
+        assert _gone([server], 15), f"the ephemeral server outlived its killed build: {_cmdline(server)}"
