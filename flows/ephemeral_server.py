@@ -16,44 +16,30 @@ name in Prefect's server module for a proxy whose ``Popen`` adds those two setti
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import signal
 import subprocess
 import threading
 from typing import Any
 
 import prefect.server.api.server as _server
 
-_PR_SET_PDEATHSIG = 1
-# loaded here, not in the forked child: dlopen after fork in a process with threads can deadlock
-_prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGTERM when the parent dies (uvicorn then shuts down cleanly)."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl: nobody would stop this server
-        os._exit(1)
+from schemas import procs
 
 
 class _DetachingSubprocess:
     """The ``subprocess`` module, except that ``Popen`` starts a new session that dies with its parent."""
-
-    detaching = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(subprocess, name)
 
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802 - the name Prefect calls
-        parent = os.getpid()
-        kwargs.setdefault("start_new_session", True)
         # the parent-death signal follows the *thread* that started the child: only the main thread lives as long
         # as the process (a flow run starts the server from it; another thread's exit would stop the server early)
         if threading.current_thread() is threading.main_thread():
-            kwargs.setdefault("preexec_fn", lambda: _die_with_parent(parent))
+            kwargs.setdefault("preexec_fn", procs.die_with_parent_preexec(os.getpid()))  # its own session too
+        else:
+            kwargs.setdefault("start_new_session", True)
         return subprocess.Popen(*args, **kwargs)
 
 

@@ -70,10 +70,23 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.25
     return False
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# looked up here, not in a forked child (where a lookup could wait on a lock another thread held at the fork)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent_preexec(parent: int, new_session: bool = True) -> Callable[[], None]:
+    """A ``preexec_fn`` (it runs in the child between fork and exec): a session of its own (``new_session``) and
+    SIGTERM when ``parent``, the process starting the child, dies, even by kill -9 (Linux); a child whose parent
+    died before that was set exits at once. The signal follows the *thread* that started the child: start it from
+    one that lives as long as the process."""
+    def preexec() -> None:
+        if new_session:
+            os.setsid()
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+    return preexec
 
 
 @dataclass
@@ -128,7 +141,7 @@ def start(cmd: Sequence[str], *, name: str, env: Mapping[str, str] | None = None
         proc = subprocess.Popen(list(cmd), env=dict(env) if env is not None else None, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=not die_with_parent,
-                                preexec_fn=_die_with_parent if die_with_parent else None)
+                                preexec_fn=die_with_parent_preexec(os.getpid()) if die_with_parent else None)
     finally:
         if out is not subprocess.DEVNULL:
             out.close()

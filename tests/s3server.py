@@ -6,10 +6,8 @@ and hands out its access key; requests signed with anything else are refused, as
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,15 +16,9 @@ import urllib.request
 
 import boto3
 
+from schemas.procs import die_with_parent_preexec
+
 _ADMIN_ACTIONS = 3  # create_user, put_user_policy, create_access_key: the unauthenticated set-up calls
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the process that started the server dies, even by kill -9 (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def free_port() -> int:
@@ -49,7 +41,7 @@ class MotoServer:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_ADMIN_ACTIONS)
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=die_with_parent_preexec(os.getpid(), new_session=False))
         deadline = time.monotonic() + 60
         while True:
             try:
