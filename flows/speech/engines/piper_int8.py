@@ -14,7 +14,6 @@ lock makes concurrent first uses (worker processes) quantise once; the file appe
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from filelock import FileLock
 
 from flows.speech.engines.base import EngineError
+from schemas.digest import file_sha256
 from schemas.home import machine_cache_dir
 
 QUANT_VERSION = "q1"  # bump when the recipe below changes: the cached file name and the engine version carry it
@@ -70,11 +70,6 @@ def cache_dir() -> Path:
     return machine_cache_dir("piper", "EMOFORGE_PIPER_DIR")
 
 
-def _digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def calibration_feeds(phoneme_ids: list[list[int]], scales: np.ndarray) -> Iterator[dict]:
     """One ONNX feed per sentence, exactly as Piper runs them (batch of one, no padding)."""
     for ids in phoneme_ids:
@@ -112,7 +107,7 @@ def int8_model(model: Path, phoneme_ids: list[list[int]], scales: np.ndarray, va
     model = Path(model)
     target_dir = cache_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{model.stem}-{_digest(model)[:16]}-{variant}-{QUANT_VERSION}.onnx"
+    target = target_dir / f"{model.stem}-{file_sha256(model)[:16]}-{variant}-{QUANT_VERSION}.onnx"
     if target.is_file():
         return target
     with FileLock(str(target) + ".lock", timeout=900):
