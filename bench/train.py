@@ -214,13 +214,14 @@ def train_releases(a: argparse.Namespace, tmp: Path, out: dict) -> dict:
 
     offline_env(home)
     from trainer.train import TrainConfig, train
+    from warehouse.releases import read_manifest, resolve_release
 
     t0 = time.perf_counter()
     n_eval = out["eval_utterances"]
     timings = out.setdefault("timings", {})
     # the same number of training samples from each release: the smaller release's train split caps both
-    sizes = {name: json.loads((home / "releases" / v / "manifest.json").read_text())["counts"]["splits"]["train"]
-             ["utterances"] for name, v in out["releases"].items()}
+    sizes = {name: read_manifest(resolve_release(home, v))["counts"]["splits"]["train"]["utterances"]
+             for name, v in out["releases"].items()}
     samples = min([a.samples or out["samples"], *sizes.values()])
     out |= {"samples": samples, "train_split_utterances": sizes, "llm": {}, "schedule": a.schedule,
             "window": a.window, "max_length": a.max_length}
