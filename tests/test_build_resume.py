@@ -24,6 +24,7 @@ from flows.build import BuildConfig, run_build
 from schemas.config.models import load_models_config
 from flows.llm.stub import StubConfig, stub_process
 from warehouse.store import Warehouse
+from tests.stub_counts import settled_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 EMOFORGE = str(Path(sys.executable).parent / "emoforge")
@@ -104,7 +105,7 @@ def test_ctrl_c_then_kill_9_then_rerun_repeats_no_completed_call(home, tmp_path,
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
         at_kill = _entries(home)
-        sent_before = httpx.get(f"{root}/stats").json()["requests"]
+        sent_before = settled_requests(lambda: httpx.get(f"{root}/stats").json())
         wh = Warehouse(home)
         written = wh.count("dialogues", "status <> 'generated'") if "dialogues" in wh.tables() else 0
         assert 0 < at_kill and written < N  # really killed midway

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flows.llm.cache import CallCache, call_key
 from flows.llm.stub import StubConfig, StubServer
+from tests.stub_counts import settled_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,7 @@ def test_kill9_mid_run_then_rerun_repeats_no_completed_call(home):
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        first_run = stub.stats()["requests"]
+        first_run = settled_requests(stub.stats)
 
         cache = CallCache.for_home(home)
         check = cache.verify()  # sqlite integrity_check + every entry's checksum
