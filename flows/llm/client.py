@@ -27,7 +27,7 @@ import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 
@@ -99,6 +99,13 @@ class ModelStats:
     latencies: list[float] = field(default_factory=list)
     first_start: float | None = None
     last_end: float | None = None
+
+    def record_success(self, prompt_tokens: int, completion_tokens: int, latency: float) -> None:
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.latencies.append(latency)
+        self.last_end = time.monotonic()
 
     def summary(self) -> dict[str, Any]:
         busy = (self.last_end - self.first_start) if self.first_start and self.last_end else 0.0
@@ -417,11 +424,7 @@ class LLMPool:
             latency = time.monotonic() - started
             ep.on_success(started, latency, ctok)
             router.release(ep)  # hands the freed slot (and any the limit just gained) to waiting requests
-            st.calls += 1
-            st.prompt_tokens += ptok
-            st.completion_tokens += ctok
-            st.latencies.append(latency)
-            st.last_end = time.monotonic()
+            st.record_success(ptok, ctok, latency)
             if self.cache is not None:
                 # committed (by the cache's writer thread, grouped with other calls) before the caller sees it
                 await self.cache.put_async(key, model=spec.request_name, text=text, finish_reason=finish, prompt_tokens=ptok,
@@ -434,6 +437,12 @@ class LLMPool:
             self._outcome(True)
             return ChatResult(text, finish, ptok, ctok, latency, False, model, attempt, ep.url, key)
         assert last is not None
+        self._give_up(model, last, last_cause)
+
+    def _give_up(self, model: str, last: LLMCallError, last_cause: tuple[str, str]) -> NoReturn:
+        """A call that failed through its attempts: counted, and raised; a model never reached in this run stops
+        the run (``EarlyStop``) naming the endpoint and the cause."""
+        st = self._stats[model]
         st.errors[last.kind] += 1
         if last.kind == "connection" and st.calls == 0 and not self._stopped:
             # never reached since the run began, through every retry: more calls would only repeat that
