@@ -32,6 +32,7 @@ import os
 import random
 import resource
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -342,12 +343,35 @@ def _attach_lora(model, info: dict, cfg: TrainConfig, longest: int):
     return get_peft_model(model, lora)
 
 
+def _refuse_other_run(metrics_path: Path, fp: str) -> None:
+    """An output folder holding a run with other settings is not resumed (nor overwritten)."""
+    if metrics_path.is_file():
+        old = json.loads(metrics_path.read_text())
+        if old.get("fingerprint") != fp:
+            raise TrainError(f"{metrics_path.parent} holds a training run with other settings (release "
+                             f"{old.get('release')}, base model {old.get('base_model')}); use another --out folder")
+
+
+def _finished_phase(model, pdir: Path, fp: str) -> dict | None:
+    """A phase this run finished before (same fingerprint, adapter on disk): its adapter loaded into ``model``, its
+    metrics returned; None when the phase has to be trained."""
+    from peft import set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
+    from safetensors.torch import load_file  # noqa: PLC0415 - safetensors.torch imports torch (optional train extra)
+
+    done, weights = pdir / "done.json", pdir / "adapter" / "adapter_model.safetensors"
+    if not (done.is_file() and weights.is_file()):
+        return None
+    record = json.loads(done.read_text())
+    if record.get("fingerprint") != fp:
+        return None
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    return record["metrics"]
+
+
 def train(home: str | Path, version: str, base_model: str | Path | None, out: str | Path,
           cfg: TrainConfig | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train on release ``version``; ``base_model`` None: SmolLM2-135M-Instruct (:mod:`trainer.base_model`)."""
     import torch  # noqa: PLC0415 - torch is heavy and comes with the optional train extra
-    from peft import set_peft_model_state_dict  # noqa: PLC0415 - peft comes with the optional train extra (imports torch)
-    from safetensors.torch import load_file  # noqa: PLC0415 - safetensors.torch imports torch (optional train extra)
 
     cfg = cfg or TrainConfig()
     base_model = base_model or default_base_model(home, log)
@@ -355,11 +379,7 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     out.mkdir(parents=True, exist_ok=True)
     fp = cfg.fingerprint(version, str(Path(base_model).expanduser().resolve()))
     metrics_path = out / "metrics.json"
-    if metrics_path.is_file():
-        old = json.loads(metrics_path.read_text())
-        if old.get("fingerprint") != fp:
-            raise TrainError(f"{out} holds a training run with other settings (release {old.get('release')}, "
-                             f"base model {old.get('base_model')}); use another --out folder")
+    _refuse_other_run(metrics_path, fp)
     t_start = time.perf_counter()
     prep = prepare(home, version, cfg, log)
     random.seed(cfg.seed)
@@ -376,9 +396,7 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     pad_id = tok.pad_token_id
-    bucket_counts: dict[str, int] = {}
-    for b in prep.buckets:
-        bucket_counts[str(b)] = bucket_counts.get(str(b), 0) + 1
+    bucket_counts = {str(b): n for b, n in Counter(prep.buckets).items()}
     metrics: dict[str, Any] = {
         "fingerprint": fp, "release": version, "base_model": str(base_model), "mapping": cfg.mapping,
         "labels": prep.labels, "majority_label": majority, "config": cfg.model_dump(), "model": info,
@@ -396,13 +414,11 @@ def train(home: str | Path, version: str, base_model: str | Path | None, out: st
     for phase in prep.schedule:
         pdir = out / "phases" / f"phase-{phase.index}"
         done = pdir / "done.json"
-        if done.is_file() and (pdir / "adapter" / "adapter_model.safetensors").is_file():
-            record = json.loads(done.read_text())
-            if record.get("fingerprint") == fp:
-                set_peft_model_state_dict(model, load_file(str(pdir / "adapter" / "adapter_model.safetensors")))
-                metrics["phases"].append(record["metrics"])
-                log(f"{phase.describe()}: done earlier, adapter reloaded")
-                continue
+        earlier = _finished_phase(model, pdir, fp)
+        if earlier is not None:
+            metrics["phases"].append(earlier)
+            log(f"{phase.describe()}: done earlier, adapter reloaded")
+            continue
         pdir.mkdir(parents=True, exist_ok=True)
         record = train_phase(run, phase, pdir)
         train_seconds += record["seconds"]
