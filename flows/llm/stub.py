@@ -282,7 +282,37 @@ def _error(status: int, message: str, etype: str, headers: dict | None = None) -
                              headers=headers)
 
 
-def make_app(state: _State) -> web.Application:
+def _completion(fate: str, body: dict, messages: list, rf: dict, json_req: bool,
+                rng: random.Random) -> tuple[str, int, str]:
+    """The reply's text, its completion tokens (words) and finish reason for a request given its fate: a JSON
+    object from the request's schema (cut short for ``invalid_json``), a malformed turn for a content fault, or a
+    dialogue turn; cut at ``max_tokens`` (or halved for ``length``)."""
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+    if json_req:
+        schema = ((rf.get("json_schema") or {}).get("schema")) or {"type": "object"}
+        prompt = "\n".join(str(m.get("content", "")) for m in messages)
+        obj = instance_from_schema(schema, rng, n_items=_turn_count(prompt))
+        text = json.dumps(obj)
+        if fate == "invalid_json":
+            text = text[: max(1, len(text) // 2)].rstrip("}") + ' "rationale": oops'
+    elif fate in CONTENT_FAULTS:
+        text = malformed_turn(fate, messages, rng)
+    else:
+        text = dialogue_turn(messages, rng)
+    words = text.split()
+    ctoks = len(words)
+    finish = "stop"
+    if fate == "length" or ctoks > max_tokens:
+        keep = max(1, min(max_tokens, len(words) // 2 if fate == "length" else max_tokens))
+        text = " ".join(words[:keep])
+        ctoks = keep
+        finish = "length"
+    return text, ctoks, finish
+
+
+def _chat_handler(state: _State):
+    """``POST /v1/chat/completions``: counts the request, decides its fate, answers after the configured delay."""
+
     async def chat(request: web.Request) -> web.StreamResponse:
         cfg = state.cfg
         raw = await request.read()
@@ -327,26 +357,7 @@ def make_app(state: _State) -> web.Application:
                 with state.lock:
                     state.outcomes["hang"] += 1
                 await asyncio.sleep(cfg.hang_s)
-            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-            if json_req:
-                schema = ((rf.get("json_schema") or {}).get("schema")) or {"type": "object"}
-                prompt = "\n".join(str(m.get("content", "")) for m in messages)
-                obj = instance_from_schema(schema, rng, n_items=_turn_count(prompt))
-                text = json.dumps(obj)
-                if fate == "invalid_json":
-                    text = text[: max(1, len(text) // 2)].rstrip("}") + ' "rationale": oops'
-            elif fate in CONTENT_FAULTS:
-                text = malformed_turn(fate, messages, rng)
-            else:
-                text = dialogue_turn(messages, rng)
-            words = text.split()
-            ctoks = len(words)
-            finish = "stop"
-            if fate == "length" or ctoks > max_tokens:
-                keep = max(1, min(max_tokens, len(words) // 2 if fate == "length" else max_tokens))
-                text = " ".join(words[:keep])
-                ctoks = keep
-                finish = "length"
+            text, ctoks, finish = _completion(fate, body, messages, rf, json_req, rng)
             delay = cfg.latency_s + (rng.uniform(0, cfg.latency_jitter_s) if cfg.latency_jitter_s else 0.0)
             if cfg.tokens_per_s:
                 delay += ctoks / cfg.tokens_per_s
@@ -368,6 +379,12 @@ def make_app(state: _State) -> web.Application:
         finally:
             with state.lock:
                 state.in_flight -= 1
+
+    return chat
+
+
+def make_app(state: _State) -> web.Application:
+    chat = _chat_handler(state)
 
     async def models(request: web.Request) -> web.Response:
         names = state.cfg.models or ["stub"]
