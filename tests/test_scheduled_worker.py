@@ -29,6 +29,7 @@ import yaml
 
 from flows.llm.stub import StubConfig, stub_process
 from schemas.procs import free_port
+from tests.stub_counts import settled_requests
 from tests.test_build_resume import _entries  # LLM cache entries of a home
 from warehouse.releases import list_releases, verify_release
 from warehouse.store import Warehouse
@@ -235,7 +236,7 @@ def test_nightly_build_on_a_worker_publishes_then_resumes_after_kill_9(tmp_path)
             assert not [p for p in flow_procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
             t["run 2 until killed"] = time.monotonic() - t0
             at_kill = _entries(home)
-            sent_before = httpx.get(f"{stub_root}/stats", timeout=10).json()["requests"]
+            sent_before = settled_requests(lambda: httpx.get(f"{stub_root}/stats", timeout=10).json())
             assert _run_state(api, run2)["state_type"] == "RUNNING"  # the server cannot know yet
             accepted_now = Warehouse(home).count("dialogues", "status <> 'generated'")
             assert accepted_now < Warehouse(home).count("scenarios")  # really mid-way
