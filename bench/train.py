@@ -60,6 +60,7 @@ def dailydialog_release(home: Path, n_dialogues: int) -> str:
     """Workaround (see the module doc): DailyDialog train dialogues as records, published with the erc preset."""
     from schemas.config import load_config
     from schemas.records import Dialogue, Turn, content_id, text_hash
+    from schemas.text import count_words
     from warehouse.publish import publish_release
     from warehouse.store import Warehouse
 
@@ -70,13 +71,13 @@ def dailydialog_release(home: Path, n_dialogues: int) -> str:
         "AND d.source_split = 'train' GROUP BY d.id ORDER BY d.id").to_pylist()
     # the release gate's bounds (3-10 turns, at most 40 words a turn) hold for generated data; keep DailyDialog
     # dialogues inside them
-    rows = [r for r in rows if 3 <= len(r["texts"]) <= 10 and max(len(t.split()) for t in r["texts"]) <= 40]
+    rows = [r for r in rows if 3 <= len(r["texts"]) <= 10 and max(count_words(t) for t in r["texts"]) <= 40]
     rows = rows[:n_dialogues]
     dialogues, turns = [], []
     for r in rows:
         did = content_id("dlg", "dailydialog-train", r["id"])
         turns += [Turn(id=Turn.make_id(did, i), dialogue_id=did, idx=i, speaker="AB"[i % 2], model="human", text=t,
-                       intended_emotion=DD_TO_ERC[lab], label=DD_TO_ERC[lab], n_words=len(t.split()))
+                       intended_emotion=DD_TO_ERC[lab], label=DD_TO_ERC[lab], n_words=count_words(t))
                   for i, (t, lab) in enumerate(zip(r["texts"], r["labels"]))]
         dialogues.append(Dialogue(id=did, source="dailydialog-train", domain="Relationships", model_a="human",
                                   model_b="human", n_turns=len(r["texts"]), status="accepted", decided_by="import",

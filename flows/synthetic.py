@@ -12,6 +12,7 @@ from typing import Iterator
 
 from schemas.records import Dialogue, Turn, content_id, text_hash
 from schemas.taxonomy import Taxonomy
+from schemas.text import count_words
 
 _OPENERS = ["Honestly,", "You know,", "Well,", "I think", "Wow,", "Hmm,", "So", "Oh,", "Really,", "Look,"]
 _FEEL = {
@@ -52,7 +53,7 @@ def synthetic_dialogues(
             turns.append(
                 Turn(id=Turn.make_id(did, t), dialogue_id=did, idx=t, speaker=speaker,
                      model=model_a if speaker == "A" else model_b, text=text, intended_emotion=emo, label=emo,
-                     n_words=len(text.split()))
+                     n_words=count_words(text))
             )
         dlg = Dialogue(id=did, source="synthetic", domain=domain, model_a=model_a, model_b=model_b, n_turns=n_turns,
                        status=status, decided_by="synthetic", text_hash=text_hash([t.text for t in turns]),

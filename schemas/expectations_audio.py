@@ -31,6 +31,7 @@ import pandas as pd
 from schemas.audio import measure_clip, mix_clip_id, turn_clip_id, voice_distance, voice_features
 from schemas.config.speech import AudioBounds
 from schemas.gx import GXRunner
+from schemas.text import count_words
 
 MAX_AUDIO_THREADS = 4  # threads computing voice features
 CHECKS = ("missing_clip", "missing_mix", "unreadable", "duration", "silent", "clipping", "sample_rate", "wer",
@@ -285,7 +286,7 @@ def validate_audio(clips, turns, bounds: AudioBounds | dict | None = None, *, au
     cl = _frame(clips)
     tr = _frame(turns)
     if "n_words" not in tr.columns:
-        tr["n_words"] = tr["text"].map(lambda t: len(str(t).split()))
+        tr["n_words"] = tr["text"].map(lambda t: count_words(str(t)))
     if cl.empty:
         cl = pd.DataFrame(columns=["id", "dialogue_id", "turn_id", "kind", "path", "voice", "sample_rate",
                                    "duration_s", "wer"])

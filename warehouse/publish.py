@@ -59,6 +59,7 @@ from warehouse.releases import (
 )
 from warehouse.splits import SPLIT_SCHEMA, SPLITS, assign_splits
 from warehouse.store import Warehouse, sql_str
+from warehouse.text_functions import register_text_functions
 from warehouse.versions import check_version, next_version
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,13 @@ def materialise_turns(con) -> None:
     Over a store as a build leaves it (hundreds of parts, rows written more than once) the view deduplicates every
     turn of the store by a window over all parts; publish reads the turns a dozen times (rules, difficulty, each
     split's files, stats), so it would repeat that work each time. Every reader joins ``sel``, a subset of what is
-    kept here; a re-synthesis that redefines the views calls this again."""
-    con.execute("CREATE OR REPLACE TABLE _sel_turns AS SELECT t.* FROM effective_turns t "
-                "WHERE t.dialogue_id IN (SELECT id FROM sel)")
+    kept here; a re-synthesis that redefines the views calls this again. ``n_words`` is recounted from the text."""
+    # n_words counted again by schemas.text's rule, whatever the store holds: rows written before every writer
+    # used it (importers counted whitespace tokens: DailyDialog's "Hello , how are you ?" made 6) and any text
+    # edited since are published with the count the gates, the report and the trainer share
+    register_text_functions(con)
+    con.execute("CREATE OR REPLACE TABLE _sel_turns AS SELECT t.* REPLACE (emoforge_count_words(t.text) AS n_words) "
+                "FROM effective_turns t WHERE t.dialogue_id IN (SELECT id FROM sel)")
     con.execute("CREATE OR REPLACE VIEW effective_turns AS SELECT * FROM _sel_turns")
 
 

@@ -50,9 +50,11 @@ class ValidationConfig(Section):
 
 
 class ImportedValidationConfig(ValidationConfig):
-    """Bounds for imported real dialogues (multi-party, long): 1 to 30+ turns, long utterances."""
+    """Bounds for imported real dialogues (multi-party, long): 1 to 30+ turns, long utterances, and turns without a
+    word (a human "..." or "?!" is a real turn: DailyDialog has one, MELD many)."""
 
     min_turns: int = Field(1, ge=1)
+    min_words_per_turn: int = Field(0, ge=0)
     max_turns: int = Field(200, ge=1)
     max_words_per_turn: int = Field(500, ge=1)
 

@@ -10,6 +10,7 @@ from typing import Iterable
 
 from schemas.digest import file_sha256
 from schemas.records import Dialogue, Run, Turn, content_id, text_hash, utcnow
+from schemas.text import count_words
 from warehouse.store import Warehouse
 
 IMPORTER_VERSION = "import-v1"
@@ -83,7 +84,7 @@ def to_records(source: str, rows: DialogueRows, run_id: str) -> tuple[Dialogue, 
     first = rows.speakers[0]
     turns = [
         Turn(id=Turn.make_id(did, i), dialogue_id=did, idx=i, speaker="A" if spk == first else "B", model="human",
-             text=text, intended_emotion=label, label=label, label_source="import", n_words=len(text.split()),
+             text=text, intended_emotion=label, label=label, label_source="import", n_words=count_words(text),
              speaker_name=spk)
         for i, (spk, text, label) in enumerate(zip(rows.speakers, rows.texts, rows.labels))
     ]

@@ -195,7 +195,7 @@ def _version_from_dir(release_dir: Path) -> str:
 N_SAMPLES = 10  # dialogues with their turns kept for the report's samples
 # what the report reads of the utterances (the figures in warehouse.report.stats, the rebuild below)
 UTTERANCE_COLUMNS = ("dialogue_id", "utterance_idx", "speaker", "text", "emotion", "intended_emotion", "label_source",
-                     "label_erc7", "audio", "domain", "model_a", "model_b", "split", "difficulty", "bucket")
+                     "label_erc7", "n_words", "audio", "domain", "model_a", "model_b", "split", "difficulty", "bucket")
 
 
 def _samples(utt: pa.Table, first: dict[str, dict]) -> list[dict]:

@@ -113,9 +113,13 @@ def _numbers(table, name: str, dtype=float) -> np.ndarray:
 
 
 def _words(data: ReleaseData) -> np.ndarray:
-    """Words of every utterance (schemas.text's rule, counted over the whole column at once)."""
-    if data.utterances.num_rows and "text" in data.utterances.column_names:
-        return np.asarray(count_words_column(data.utterances.column("text")), dtype=np.int64)
+    """Words of every utterance: the release's ``n_words`` (publish counts it from the text by schemas.text's rule),
+    or, for a release folder without that column, the same rule over its texts."""
+    utt = data.utterances
+    if utt.num_rows and "n_words" in utt.column_names and utt.column("n_words").null_count == 0:
+        return utt.column("n_words").to_numpy().astype(np.int64)
+    if utt.num_rows and "text" in utt.column_names:
+        return np.asarray(count_words_column(utt.column("text")), dtype=np.int64)
     return np.zeros(0, np.int64)  # no utterance texts: nothing to count
 
 
