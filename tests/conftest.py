@@ -70,6 +70,15 @@ def prefect_api_url():
 @pytest.hookimpl(trylast=True)  # after the session fixtures' own teardown (the ephemeral server's stop)
 def pytest_sessionfinish(session, exitstatus):
     """Stop whatever this session started and left running (SIGTERM, then SIGKILL), and say what it was."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is not None:  # the ephemeral API server a flow run in this process started: Prefect stops it at exit,
+        from prefect.events.worker import EventsWorker  # which is after this hook; its log and event workers first
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            worker.drain_all(timeout=10)
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
     stopped = stop_tagged(SESSION_TAG)
     if stopped:
         sys.stderr.write("\ntest session left processes running; stopped: " + "; ".join(stopped) + "\n")
