@@ -7,8 +7,9 @@ rate over this home's transcribed clips (in steps of 0.1: the evidence of this b
 with fewer than :data:`MIN_CLIPS` clips counts as the mean of the others), then by keeping the failed voice's
 gender, then by a hash of dialogue, speaker and voice (the retry is deterministic). Measured
 (``bench/voice_wer.py --quick``): espeak-gb-f 0.43 against espeak-gb-m 0.26, so a failing espeak-us-f speaker,
-which the gender rule alone always moved to espeak-gb-f, now goes to the clearer voice. The speaker's every turn is re-rendered with
-it (a speaker keeps one voice), the dialogue is re-mixed and its new clips go through the ASR round trip.
+which the gender rule alone always moved to espeak-gb-f, now goes to the clearer voice. The speaker's every turn is
+re-rendered with it (a speaker keeps one voice), the dialogue is re-mixed and its new clips go through the ASR round
+trip.
 """
 
 from __future__ import annotations
