@@ -6,7 +6,8 @@
 Each sentence is rendered by the speech stage's renderer (the voice, the emotion's prosody from the default table),
 written as WAV and transcribed by the gate's Whisper model; the word error rate is the gate's (``flows.speech.asr``).
 The sentences are the kind the embedded models write (some taken from a build's turns that the gate quarantined).
-Reports the mean WER per voice and per (voice, emotion), and the share of clips over the gate's per-clip bound.
+Reports the mean WER per voice and per (voice, emotion), and the share of clips over the gate's per-clip bound
+(all, and per voice: the chance that a clip of that voice fails the gate).
 Ends with one JSON line.
 """
 
@@ -62,7 +63,8 @@ def main() -> None:
     renderer = Renderer(cfg)
     model_dir = whisper_model_dir()
     per: dict[str, dict[str, float]] = {}
-    over = total = 0
+    over: dict[str, int] = {}
+    total: dict[str, int] = {}
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="emoforge-voice-wer-") as tmp, Progress() as bar:
@@ -79,8 +81,8 @@ def main() -> None:
                         errs.append(wer(text, hyp if isinstance(hyp, str) else getattr(hyp, "text", str(hyp))))
                         bar.advance(task)
                     per[voice.id][emo] = round(sum(errs) / len(errs), 3)
-                    over += sum(e > bound for e in errs)
-                    total += len(errs)
+                    over[voice.id] = over.get(voice.id, 0) + sum(e > bound for e in errs)
+                    total[voice.id] = total.get(voice.id, 0) + len(errs)
     finally:
         renderer.close()
     means = {v: round(sum(e.values()) / len(e), 3) for v, e in per.items()}
@@ -88,7 +90,9 @@ def main() -> None:
         print(f"{v:14s} mean WER {means[v]:.3f}  " + "  ".join(f"{k} {x:.2f}" for k, x in e.items()), file=sys.stderr)
     print(json.dumps({"bench": "voice_wer", "pool": args.pool, "quick": args.quick, "emotions": len(emotions),
                       "sentences": len(sentences), "mean_wer_by_voice": means, "wer_by_voice_emotion": per,
-                      "clip_wer_bound": bound, "share_over_bound": round(over / total, 3) if total else None,
+                      "clip_wer_bound": bound,
+                      "share_over_bound": round(sum(over.values()) / sum(total.values()), 3) if total else None,
+                      "share_over_bound_by_voice": {v: round(over[v] / total[v], 3) for v in total},
                       "seconds": round(time.perf_counter() - t0, 1)}))
 
 
