@@ -320,7 +320,8 @@ def main() -> None:
               file=sys.stderr)
     text = results[0]
     line = {"bench": "publish", "dialogues": text["dialogues"], "ratio_vs_pyarrow": text["ratio_vs_pyarrow"],
-            "ratio_runs": text["ratio_runs"], "runs_s": text["runs_s"], "peak_rss_mb": text["peak_rss_mb"], "publish_s": text["publish_s"], "bare_s": text["bare_s"],
+            "ratio_runs": text["ratio_runs"], "runs_s": text["runs_s"], "peak_rss_mb": text["peak_rss_mb"],
+            "publish_s": text["publish_s"], "bare_s": text["bare_s"],
             "cpu_ratio_vs_pyarrow": text["cpu_ratio_vs_pyarrow"], "parts": text["parts"],
             "stages_s": text["stages_s"], "stages_cpu_s": text["stages_cpu_s"], "quick": args.quick}
     if n_audio:

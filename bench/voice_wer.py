@@ -61,7 +61,7 @@ def main() -> None:
     voices = POOLS[args.pool]
     cfg = SpeechConfig()
     renderer = Renderer(cfg)
-    model_dir = whisper_model_dir()
+    model_dir, asr = whisper_model_dir(cfg.asr.model_dir), cfg.asr  # the gate's model and settings
     per: dict[str, dict[str, float]] = {}
     over: dict[str, int] = {}
     total: dict[str, int] = {}
@@ -77,8 +77,8 @@ def main() -> None:
                         path = Path(tmp) / f"{voice.id}-{emo}-{i}.wav"
                         audio = renderer.render(text, voice, emo, table[emo])
                         sf.write(path, audio, cfg.sample_rate)
-                        hyp = transcribe(path, model_dir)
-                        errs.append(wer(text, hyp if isinstance(hyp, str) else getattr(hyp, "text", str(hyp))))
+                        errs.append(wer(text, transcribe(path, model_dir, asr.compute_type, asr.beam_size,
+                                                         asr.language)))
                         bar.advance(task)
                     per[voice.id][emo] = round(sum(errs) / len(errs), 3)
                     over[voice.id] = over.get(voice.id, 0) + sum(e > bound for e in errs)

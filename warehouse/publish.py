@@ -253,7 +253,7 @@ def materialise_turns(con) -> None:
     kept here; a re-synthesis that redefines the views calls this again. ``n_words`` is recounted from the text."""
     # n_words counted again by schemas.text's rule, whatever the store holds: rows written before every writer
     # used it (importers counted whitespace tokens: DailyDialog's "Hello , how are you ?" made 6) and any text
-    # edited since are published with the count the gates, the report and the trainer share
+    # edited since are published with the one count the gates and the report read
     register_text_functions(con)
     con.execute("CREATE OR REPLACE TABLE _sel_turns AS SELECT t.* REPLACE (emoforge_count_words(t.text) AS n_words) "
                 "FROM effective_turns t WHERE t.dialogue_id IN (SELECT id FROM sel)")
